@@ -1,0 +1,2 @@
+"""curate: data-quality curation for LLM training data."""
+__version__ = "0.1.0"
