@@ -1,0 +1,282 @@
+"""Read vendor files into canonical records, detecting the format.
+
+Formats (``FORMATS``), detected from the keys of the first object in a file:
+
+* ``alpaca`` -- ``instruction``, optional ``input``, ``output`` (optional ``system``, ``history``).
+* ``sharegpt`` -- ``conversations``: ``[{"from": "human"|"gpt"|"system", "value": str}]``.
+* ``openai`` -- ``messages``: ``[{"role", "content"}]``; ``content`` is a string or a list of
+  typed parts (``{"type": "text", "value"|"text": str}``), as in LLaMA-Factory's v1 format.
+* ``prompt_response`` -- ``prompt`` and ``response`` (or ``completion``).
+* ``preference`` -- ``chosen`` and ``rejected`` (strings, ``{"from","value"}`` /
+  ``{"role","content"}`` dicts, or message lists ending in the answer) with the prompt in
+  ``prompt``, ``conversations`` or ``messages``; optional ``rating`` (str) and ``margin`` (number).
+* ``kto`` -- ``label`` (bool) with ``messages`` or ``conversations``, or ``prompt`` + ``completion``.
+
+Files are JSONL (one object a line; ``line`` is 1-based) or a JSON array (``line`` is the
+0-based element index). A truncated array keeps every element before the break and rejects
+the rest as one ``bad_json`` reject. Elements that cannot become records go to rejects with
+the check that failed: ``bad_json``, ``wrong_types``, ``missing_fields``, ``unknown_format``.
+A file's ``read`` count is records + rejects.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from annotations.records import KTOExample, PreferencePair, Record, Reject, SFTConversation
+
+RAW_CHARS = 300  # how much of a bad element's text a reject keeps
+
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "model": "assistant", "system": "system"}
+OPENAI_ROLES = {"user": "user", "assistant": "assistant", "system": "system"}
+
+
+class BadRecord(Exception):
+    def __init__(self, check: str, reason: str):
+        super().__init__(reason)
+        self.check = check
+
+
+def detect_format(obj: Any) -> str | None:
+    """The format of one parsed element, from its keys; None when nothing fits."""
+    if not isinstance(obj, dict):
+        return None
+    keys = obj.keys()
+    if "chosen" in keys and "rejected" in keys:
+        return "preference"
+    if "label" in keys and ({"messages", "conversations", "completion"} & keys):
+        return "kto"
+    if "conversations" in keys:
+        return "sharegpt"
+    if "messages" in keys:
+        return "openai"
+    if "instruction" in keys and "output" in keys:
+        return "alpaca"
+    if "prompt" in keys and ({"response", "completion"} & keys):
+        return "prompt_response"
+    return None
+
+
+# ---------------------------------------------------------------- field helpers
+
+def _field(obj: dict, key: str, kind: type | tuple = str, required: bool = True) -> Any:
+    if obj.get(key) is None:
+        if required:
+            raise BadRecord("missing_fields", f"no {key!r}")
+        return None
+    value = obj[key]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise BadRecord("wrong_types", f"{key!r} is {type(value).__name__}")
+    return value
+
+
+def _content(value: Any, where: str) -> str:
+    """A message body: a string, or a list of typed text parts joined with newlines."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        parts = []
+        for part in value:
+            text = part.get("value", part.get("text")) if isinstance(part, dict) else None
+            if not isinstance(text, str) or part.get("type", "text") != "text":
+                raise BadRecord("wrong_types", f"{where}: content part {str(part)[:60]!r} is not text")
+            parts.append(text)
+        return "\n".join(parts)
+    raise BadRecord("wrong_types", f"{where}: content is {type(value).__name__}")
+
+
+def _messages(turns: Any, key: str, role_key: str, text_key: str, roles: dict[str, str]) -> list[dict]:
+    if not isinstance(turns, list):
+        raise BadRecord("wrong_types", f"{key!r} is {type(turns).__name__}, not a list")
+    out = []
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict):
+            raise BadRecord("wrong_types", f"{key}[{i}] is {type(turn).__name__}")
+        if role_key not in turn or text_key not in turn:
+            raise BadRecord("missing_fields", f"{key}[{i}] has no {role_key!r} or {text_key!r}")
+        role = roles.get(turn[role_key]) if isinstance(turn[role_key], str) else None
+        if role is None:
+            raise BadRecord("wrong_types", f"{key}[{i}] has unknown role {str(turn[role_key])[:40]!r}")
+        out.append({"role": role, "content": _content(turn[text_key], f"{key}[{i}]")})
+    return out
+
+
+def _any_messages(obj: dict, key: str) -> list[dict]:
+    """Messages in either ShareGPT (from/value) or OpenAI (role/content) shape."""
+    turns = obj[key]
+    if isinstance(turns, list) and turns and isinstance(turns[0], dict) and "from" in turns[0]:
+        return _messages(turns, key, "from", "value", SHAREGPT_ROLES)
+    return _messages(turns, key, "role", "content", OPENAI_ROLES)
+
+
+def _with_system(obj: dict, messages: list[dict]) -> list[dict]:
+    system = _field(obj, "system", required=False)
+    return ([{"role": "system", "content": system}] if system else []) + messages
+
+
+# ---------------------------------------------------------------- one parser per format
+
+def parse_alpaca(obj: dict) -> SFTConversation:
+    instruction, output = _field(obj, "instruction"), _field(obj, "output")
+    extra = _field(obj, "input", required=False)
+    messages = []
+    for pair in _field(obj, "history", list, required=False) or []:
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(t, str) for t in pair)):
+            raise BadRecord("wrong_types", "'history' entries must be [prompt, answer] string pairs")
+        messages += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
+    prompt = f"{instruction}\n\n{extra}" if extra else instruction
+    messages += [{"role": "user", "content": prompt}, {"role": "assistant", "content": output}]
+    return SFTConversation(messages=_with_system(obj, messages))
+
+
+def parse_sharegpt(obj: dict) -> SFTConversation:
+    _field(obj, "conversations", list)
+    turns = _messages(obj["conversations"], "conversations", "from", "value", SHAREGPT_ROLES)
+    return SFTConversation(messages=_with_system(obj, turns))
+
+
+def parse_openai(obj: dict) -> SFTConversation:
+    _field(obj, "messages", list)
+    return SFTConversation(messages=_any_messages(obj, "messages"))
+
+
+def parse_prompt_response(obj: dict) -> SFTConversation:
+    answer_key = "response" if "response" in obj else "completion"
+    messages = [{"role": "user", "content": _field(obj, "prompt")},
+                {"role": "assistant", "content": _field(obj, answer_key)}]
+    return SFTConversation(messages=_with_system(obj, messages))
+
+
+def _answer(obj: dict, key: str) -> str:
+    value = obj.get(key)
+    if value is None:
+        raise BadRecord("missing_fields", f"no {key!r}")
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return _any_messages({key: [value]}, key)[0]["content"]
+    if isinstance(value, list) and value:
+        return _any_messages(obj, key)[-1]["content"]  # a full conversation: the answer is its last turn
+    raise BadRecord("wrong_types", f"{key!r} is {type(value).__name__}")
+
+
+def _prompt(obj: dict) -> list[dict]:
+    for key in ("conversations", "messages", "prompt"):
+        if obj.get(key) is not None:
+            if isinstance(obj[key], str):
+                return _with_system(obj, [{"role": "user", "content": obj[key]}])
+            return _with_system(obj, _any_messages(obj, key))
+    raise BadRecord("missing_fields", "no prompt ('prompt', 'conversations' or 'messages')")
+
+
+def parse_preference(obj: dict) -> PreferencePair:
+    margin = _field(obj, "margin", (int, float), required=False)
+    return PreferencePair(prompt=_prompt(obj), chosen=_answer(obj, "chosen"), rejected=_answer(obj, "rejected"),
+                          rating=_field(obj, "rating", required=False),
+                          margin=None if margin is None else float(margin))
+
+
+def parse_kto(obj: dict) -> KTOExample:
+    label = _field(obj, "label", bool)
+    if "completion" in obj:
+        messages = _prompt(obj) + [{"role": "assistant", "content": _field(obj, "completion")}]
+    else:
+        messages = _prompt(obj)
+    return KTOExample(messages=messages, label=label)
+
+
+FORMATS: dict[str, Callable[[dict], Record]] = {
+    "alpaca": parse_alpaca,
+    "sharegpt": parse_sharegpt,
+    "openai": parse_openai,
+    "prompt_response": parse_prompt_response,
+    "preference": parse_preference,
+    "kto": parse_kto,
+}
+
+
+# ---------------------------------------------------------------- files
+
+def iter_elements(path: Path) -> Iterator[tuple[int, Any, str, str | None]]:
+    """Yield ``(line, obj, raw, error)`` for each element of a JSON array or JSONL file;
+    ``error`` is set (and ``obj`` None) when the element is not valid JSON."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix == ".jsonl" or not text.lstrip().startswith("["):
+        for number, raw in enumerate(text.splitlines(), start=1):
+            if not raw.strip():
+                continue
+            try:
+                yield number, json.loads(raw), raw, None
+            except json.JSONDecodeError as e:
+                yield number, None, raw, f"invalid JSON: {e.msg} at column {e.colno}"
+        return
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        yield from _salvage_array(text)
+        return
+    for index, obj in enumerate(data):
+        yield index, obj, "", None
+
+
+def _salvage_array(text: str) -> Iterator[tuple[int, Any, str, str | None]]:
+    """Decode a broken JSON array element by element; everything from the first
+    undecodable element on becomes a single error."""
+    decoder = json.JSONDecoder()
+    pos, index = text.index("[") + 1, 0
+    while True:
+        while pos < len(text) and text[pos] in " \t\r\n,":
+            pos += 1
+        if pos >= len(text) or text[pos] == "]":
+            if pos >= len(text):
+                yield index, None, "", "invalid JSON: array not closed"
+            return
+        try:
+            obj, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            yield index, None, text[pos:], f"invalid JSON: {e.msg} (element {index} and after)"
+            return
+        yield index, obj, "", None
+        pos, index = end, index + 1
+
+
+def read_file(path: str | Path, vendor: str = "", fmt: str | None = None,
+              annotator: str | None = None) -> tuple[list[Record], list[Reject]]:
+    """Read one vendor file into records and rejects.
+
+    ``fmt`` overrides detection (one of ``FORMATS``). ``annotator`` is the default for
+    records without their own ``annotator`` field. Every element ends up in exactly one
+    of the two lists.
+    """
+    path = Path(path)
+    if fmt is not None and fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
+    records: list[Record] = []
+    rejects: list[Reject] = []
+    for line, obj, raw, error in iter_elements(path):
+        def reject(check: str, reason: str) -> None:
+            start = raw or json.dumps(obj, ensure_ascii=False)
+            rejects.append(Reject(vendor, str(path), line, check, reason, start[:RAW_CHARS]))
+
+        if error is not None:
+            reject("bad_json", error)
+            continue
+        if not isinstance(obj, dict):
+            reject("wrong_types", f"element is {type(obj).__name__}, not an object")
+            continue
+        fmt = fmt or detect_format(obj)
+        if fmt is None:
+            reject("unknown_format", f"no known format has keys {sorted(obj)[:8]}")
+            continue
+        try:
+            record = FORMATS[fmt](obj)
+            who = _field(obj, "annotator", (str, int), required=False)
+        except BadRecord as e:
+            reject(e.check, f"{fmt}: {e}")
+            continue
+        record.vendor, record.source, record.line, record.original = vendor, str(path), line, obj
+        record.annotator = str(who) if who is not None else annotator
+        records.append(record)
+    return records, rejects

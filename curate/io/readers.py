@@ -1,0 +1,272 @@
+"""Readers: turn a shard of input into batches of Documents plus rejects.
+
+Every reader streams: memory is bounded by ``batch_size`` (and, for JSON
+arrays, by the file), never by the whole input. Bad records never raise; each
+becomes a :class:`Reject` with its source, line and reason.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from dataclasses import asdict, dataclass
+from typing import Any, Iterator
+
+from curate.io.mediawiki import iter_pages
+from curate.io.sources import Shard, TruncatedInput, iter_lines, open_binary
+from curate.record import Document
+
+RAW_PREVIEW_BYTES = 200
+
+
+@dataclass(slots=True)
+class Reject:
+    source: str
+    line: int
+    reason: str
+    raw: str  # the start of the raw bytes, decoded with replacement
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _preview(raw: bytes | str) -> str:
+    if isinstance(raw, str):
+        return raw[:RAW_PREVIEW_BYTES]
+    return raw[:RAW_PREVIEW_BYTES].decode("utf-8", errors="replace")
+
+
+def record_to_doc(obj: Any, shard: Shard, line: int) -> Document | str:
+    """A parsed record (dict) as a Document, or the reason it is unusable."""
+    spec = shard.spec
+    if not isinstance(obj, dict):
+        return f"record is a {type(obj).__name__}, not an object"
+    if spec.text_field not in obj:
+        return f"missing text field {spec.text_field!r}"
+    text = obj[spec.text_field]
+    if not isinstance(text, str):
+        return f"text field {spec.text_field!r} is {type(text).__name__}, not a string"
+    if not text.strip():
+        return "empty text"
+    raw_id = obj.get(spec.id_field)
+    doc_id = str(raw_id) if raw_id is not None else f"{shard.source}:{line}"
+    meta = {k: v for k, v in obj.items() if k not in (spec.text_field, spec.id_field)}
+    return Document(doc_id, text, shard.source, meta)
+
+
+class _Batcher:
+    def __init__(self, batch_size: int):
+        self.batch_size = batch_size
+        self.docs: list[Document] = []
+        self.rejects: list[Reject] = []
+
+    def full(self) -> bool:
+        return len(self.docs) + len(self.rejects) >= self.batch_size
+
+    def take(self):
+        out = (self.docs, self.rejects)
+        self.docs, self.rejects = [], []
+        return out
+
+
+def read_shard(shard: Shard, batch_size: int = 1000) -> Iterator[tuple[list[Document], list[Reject]]]:
+    """Yield (documents, rejects) batches for one shard, in input order."""
+    records = {
+        "jsonl": _jsonl_records, "json": _json_array_records, "text": _text_records,
+        "csv": _csv_records, "parquet": _parquet_records, "hf": _hf_records, "mediawiki": _mediawiki_records,
+    }[shard.format](shard)
+    batch = _Batcher(batch_size)
+    for line, item in records:
+        if isinstance(item, Reject):
+            batch.rejects.append(item)
+        elif isinstance(item, Document):
+            batch.docs.append(item)
+        if batch.full():
+            yield batch.take()
+    if batch.docs or batch.rejects:
+        yield batch.take()
+
+
+def _too_long(shard: Shard, raw: bytes | str, line: int) -> Reject | None:
+    limit = shard.spec.max_record_bytes
+    if len(raw) > limit:
+        return Reject(shard.source, line, f"record over {limit} bytes ({len(raw)})", _preview(raw))
+    return None
+
+
+def _jsonl_records(shard: Shard):
+    try:
+        for line, raw in iter_lines(shard):
+            if not raw.strip():
+                continue  # blank lines separate nothing in JSONL; they are not records
+            if (rej := _too_long(shard, raw, line)) is not None:
+                yield line, rej
+                continue
+            try:
+                obj = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                yield line, Reject(shard.source, line, f"invalid UTF-8 at byte {e.start}", _preview(raw))
+                continue
+            except json.JSONDecodeError as e:
+                yield line, Reject(shard.source, line, f"malformed JSON: {e.msg} at column {e.colno}", _preview(raw))
+                continue
+            doc = record_to_doc(obj, shard, line)
+            yield line, doc if isinstance(doc, Document) else Reject(shard.source, line, doc, _preview(raw))
+    except TruncatedInput as e:
+        yield e.line, Reject(shard.source, e.line, f"truncated or corrupt compressed input: {e}", "")
+
+
+def _text_records(shard: Shard):
+    if shard.spec.text_mode == "file":
+        with open_binary(shard.path) as f:
+            try:
+                raw = f.read()
+            except (EOFError, OSError) as e:
+                yield 1, Reject(shard.source, 1, f"truncated or corrupt compressed input: {e}", "")
+                return
+        yield 1, _text_doc(shard, raw, 1)
+        return
+    try:
+        for line, raw in iter_lines(shard):
+            if raw.strip():
+                yield line, _text_doc(shard, raw, line)
+    except TruncatedInput as e:
+        yield e.line, Reject(shard.source, e.line, f"truncated or corrupt compressed input: {e}", "")
+
+
+def _text_doc(shard: Shard, raw: bytes, line: int) -> Document | Reject:
+    if (rej := _too_long(shard, raw, line)) is not None:
+        return rej
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return Reject(shard.source, line, f"invalid UTF-8 at byte {e.start}", _preview(raw))
+    if not text.strip():
+        return Reject(shard.source, line, "empty text", _preview(raw))
+    return Document(f"{shard.source}:{line}", text, shard.source, {})
+
+
+_SEPARATORS = re.compile(r"[\s,]*")
+
+
+def _json_array_records(shard: Shard):
+    """A JSON array of objects (Alpaca-style files). Elements are decoded one at a
+    time, so a truncated array keeps every complete element before the damage.
+    ``line`` is the line on which each element starts."""
+    with open_binary(shard.path) as f:
+        try:
+            data = f.read()
+        except (EOFError, OSError) as e:
+            yield 1, Reject(shard.source, 1, f"truncated or corrupt compressed input: {e}", "")
+            return
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        yield line, Reject(shard.source, line, f"invalid UTF-8 at byte {e.start}; file not read", _preview(data[e.start:]))
+        return
+    decoder = json.JSONDecoder()
+    pos = len(text) - len(text.lstrip())
+    if not text.startswith("[", pos):
+        yield 1, Reject(shard.source, 1, "not a JSON array", _preview(text))
+        return
+    pos += 1
+    line = 1 + text.count("\n", 0, pos)
+    while True:
+        m = _SEPARATORS.match(text, pos)
+        line += text.count("\n", pos, m.end())
+        pos = m.end()
+        if pos >= len(text):
+            yield line, Reject(shard.source, line, "truncated JSON array (no closing ']')", "")
+            return
+        if text[pos] == "]":
+            return
+        try:
+            obj, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            yield line, Reject(shard.source, line, f"malformed JSON element: {e.msg}; rest of file not read", _preview(text[pos:]))
+            return
+        raw = text[pos:end]
+        rej = _too_long(shard, raw, line)
+        doc = rej if rej is not None else record_to_doc(obj, shard, line)
+        yield line, doc if not isinstance(doc, str) else Reject(shard.source, line, doc, _preview(raw))
+        line += text.count("\n", pos, end)
+        pos = end
+
+
+def _csv_records(shard: Shard):
+    delimiter = "\t" if shard.path.lower().rstrip(".gzbz2zst").endswith(".tsv") else ","
+    csv.field_size_limit(shard.spec.max_record_bytes + 1)
+    with open_binary(shard.path) as fb:
+        f = io.TextIOWrapper(fb, encoding="utf-8", errors="surrogateescape", newline="")
+        reader = csv.DictReader(f, delimiter=delimiter)
+        line = 1
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                yield reader.line_num, Reject(shard.source, reader.line_num, f"malformed CSV: {e}", "")
+                continue
+            except (EOFError, OSError) as e:
+                yield line + 1, Reject(shard.source, line + 1, f"truncated or corrupt compressed input: {e}", "")
+                return
+            line = reader.line_num
+            values = [v for v in row.values() if isinstance(v, str)]
+            if any(_has_surrogates(v) for v in values):
+                yield line, Reject(shard.source, line, "invalid UTF-8", _preview(",".join(values).encode("utf-8", "surrogateescape")))
+                continue
+            if None in row:
+                yield line, Reject(shard.source, line, "row has more fields than the header", _preview(str(row)))
+                continue
+            doc = record_to_doc(row, shard, line)
+            yield line, doc if isinstance(doc, Document) else Reject(shard.source, line, doc, _preview(str(row)))
+
+
+def _has_surrogates(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
+
+
+def _parquet_records(shard: Shard):
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(shard.path)
+        line = 0
+        for batch in pf.iter_batches(batch_size=1000):
+            for row in batch.to_pylist():
+                line += 1
+                doc = record_to_doc(row, shard, line)
+                yield line, doc if isinstance(doc, Document) else Reject(shard.source, line, doc, _preview(str(row)))
+    except OSError as e:  # pyarrow.ArrowInvalid subclasses ValueError; both mean a damaged file
+        yield 0, Reject(shard.source, 0, f"unreadable Parquet: {e}", "")
+    except ValueError as e:
+        yield 0, Reject(shard.source, 0, f"unreadable Parquet: {e}", "")
+
+
+def _hf_records(shard: Shard):
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(shard.path)
+    except FileNotFoundError:
+        ds = datasets.load_dataset(shard.path, split=shard.spec.split)
+    if isinstance(ds, datasets.DatasetDict):
+        ds = ds[shard.spec.split]
+    for line, row in enumerate(ds, start=1):
+        doc = record_to_doc(row, shard, line)
+        yield line, doc if isinstance(doc, Document) else Reject(shard.source, line, doc, _preview(str(row)))
+
+
+def _mediawiki_records(shard: Shard):
+    for line, page in iter_pages(shard):
+        if isinstance(page, str):
+            yield line, Reject(shard.source, line, page, "")
+        else:
+            yield line, page

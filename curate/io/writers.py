@@ -1,0 +1,133 @@
+"""Writers. Every file is written under a temporary name in the same folder and
+renamed into place when complete, so a crash never leaves a partial file under
+its final name."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate.record import SCHEMA, Document, Removed, to_table
+
+TMP_PREFIX = ".tmp-"
+REMOVED_SCHEMA = SCHEMA.append(pa.field("step", pa.string())).append(pa.field("reason", pa.string())).append(pa.field("extra", pa.string()))
+
+
+@contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary path beside ``path``; rename it onto ``path`` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+
+
+def write_jsonl(path: str | Path, rows: list[dict]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def removed_table(removed: list[Removed]) -> pa.Table:
+    base = to_table([r.doc for r in removed])
+    return (
+        base.append_column("step", pa.array([r.step for r in removed], pa.string()))
+        .append_column("reason", pa.array([r.reason for r in removed], pa.string()))
+        .append_column("extra", pa.array([json.dumps(r.extra, sort_keys=True) for r in removed], pa.string()))
+    )
+
+
+def write_parquet(path: str | Path, table: pa.Table) -> None:
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+class ShardWriter:
+    """Writes documents to ``{prefix}-{k:03d}.parquet`` (or ``.jsonl``) files, starting a
+    new file once about ``max_bytes`` of text has gone into the current one.
+
+    Call :meth:`close` to finish; files appear under their final names only then."""
+
+    def __init__(self, folder: str | Path, prefix: str, max_bytes: int = 256 * 1024 * 1024, fmt: str = "parquet"):
+        self.folder, self.prefix, self.max_bytes, self.fmt = Path(folder), prefix, max_bytes, fmt
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.paths: list[Path] = []
+        self.rows_per_file: list[int] = []
+        self._pending: list[tuple[Path, Path]] = []
+        self._writer = None
+        self._bytes = 0
+
+    def _open(self):
+        final = self.folder / f"{self.prefix}-{len(self.paths):03d}.{self.fmt}"
+        tmp = final.with_name(f"{TMP_PREFIX}{os.getpid()}-{final.name}")
+        self.paths.append(final)
+        self.rows_per_file.append(0)
+        self._pending.append((tmp, final))
+        self._writer = pq.ParquetWriter(tmp, SCHEMA, compression="zstd") if self.fmt == "parquet" else open(tmp, "w", encoding="utf-8")
+        self._bytes = 0
+
+    def write(self, docs: list[Document]) -> None:
+        if not docs:
+            return
+        if self._writer is None or self._bytes >= self.max_bytes:
+            self._finish_current()
+            self._open()
+        if self.fmt == "parquet":
+            self._writer.write_table(to_table(docs))
+        else:
+            for d in docs:
+                self._writer.write(json.dumps({"id": d.id, "text": d.text, "source": d.source, "meta": d.meta}, ensure_ascii=False) + "\n")
+        self.rows_per_file[-1] += len(docs)
+        self._bytes += sum(len(d.text) for d in docs)
+
+    def _finish_current(self):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def close(self) -> list[Path]:
+        """Close and rename every file into place; returns the final paths."""
+        self._finish_current()
+        for tmp, final in self._pending:
+            os.replace(tmp, final)
+        self._pending = []
+        return self.paths
+
+    def abort(self) -> None:
+        self._finish_current()
+        for tmp, _ in self._pending:
+            if tmp.exists():
+                tmp.unlink()
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def remove_stale_tmp(folder: str | Path) -> None:
+    """Delete temporary files a crashed run left behind."""
+    folder = Path(folder)
+    if folder.exists():
+        for f in folder.rglob(f"{TMP_PREFIX}*"):
+            if f.is_file():
+                f.unlink()

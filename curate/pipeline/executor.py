@@ -1,0 +1,93 @@
+"""Executors run a task function over shards. The local one uses worker processes;
+a Ray executor (``curate.pipeline.ray_executor``) implements the same interface.
+
+A task reports progress (documents done) through :func:`report_progress`, which
+reaches the parent's progress bar whatever process the task runs in.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue as queue_mod
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from typing import Callable, Iterator
+
+from curate.errors import CurateError
+
+_progress_sink: Callable[[int], None] | None = None
+
+
+def report_progress(n_docs: int) -> None:
+    if _progress_sink is not None:
+        _progress_sink(n_docs)
+
+
+def _init_worker(q) -> None:
+    global _progress_sink
+    _progress_sink = q.put
+
+
+class Executor:
+    """Runs ``fn(payload)`` for every payload and yields results as they finish."""
+
+    workers: int = 1
+
+    def map(self, fn: Callable[[dict], dict], payloads: list[dict], on_progress: Callable[[int], None]) -> Iterator[dict]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class LocalExecutor(Executor):
+    """Worker processes on this machine (``workers`` of them; default: the CPU count).
+    With one worker, or one task, everything runs in this process."""
+
+    def __init__(self, workers: int | None = None):
+        self.workers = workers or os.cpu_count() or 1
+        if self.workers < 1:
+            raise CurateError("--workers must be at least 1")
+
+    def map(self, fn, payloads, on_progress):
+        global _progress_sink
+        if self.workers == 1 or len(payloads) <= 1:
+            _progress_sink = on_progress
+            try:
+                for p in payloads:
+                    yield fn(p)
+            finally:
+                _progress_sink = None
+            return
+        ctx = mp.get_context("spawn")  # fork after pyarrow/torch threads start can deadlock
+        q = ctx.Queue()
+        with ProcessPoolExecutor(min(self.workers, len(payloads)), mp_context=ctx, initializer=_init_worker, initargs=(q,)) as pool:
+            pending = {pool.submit(fn, p) for p in payloads}
+            while pending:
+                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                _drain(q, on_progress)
+                for fut in done:
+                    yield fut.result()
+            _drain(q, on_progress)
+
+
+def _drain(q, on_progress) -> None:
+    while True:
+        try:
+            on_progress(q.get_nowait())
+        except queue_mod.Empty:
+            return
+
+
+def make_executor(name: str = "local", workers: int | None = None, address: str | None = None) -> Executor:
+    if name == "local":
+        return LocalExecutor(workers)
+    if name == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise CurateError("the ray executor needs Ray: pip install 'curate[ray]'") from None
+        from curate.pipeline.ray_executor import RayExecutor
+
+        return RayExecutor(workers=workers, address=address)
+    raise CurateError(f"unknown executor {name!r}; use 'local' or 'ray'")
+
