@@ -9,9 +9,10 @@ written.
 from __future__ import annotations
 
 import numpy as np
-from datasketch import MinHash, MinHashLSH
+from datasketch import LeanMinHash, MinHash, MinHashLSH
 
 SHINGLE = 5  # characters
+SCHEME = "affine32"  # datasketch 2.x hashing scheme; stored signatures are only comparable within one
 
 
 def normalize(text: str) -> str:
@@ -29,7 +30,7 @@ def shingles(text: str, size: int = SHINGLE) -> list[bytes]:
 def signatures(texts: list[str], num_perm: int = 128, seed: int = 1) -> np.ndarray:
     """MinHash signatures, shape ``(len(texts), num_perm)``, dtype uint64."""
     out = np.empty((len(texts), num_perm), dtype=np.uint64)
-    template = MinHash(num_perm=num_perm, seed=seed)  # permutations are drawn once, then copied
+    template = MinHash(num_perm=num_perm, seed=seed, scheme=SCHEME)  # permutations are drawn once, then copied
     for i, text in enumerate(texts):
         m = template.copy()
         m.update_batch(shingles(text))
@@ -37,10 +38,10 @@ def signatures(texts: list[str], num_perm: int = 128, seed: int = 1) -> np.ndarr
     return out
 
 
-def _lsh(sigs: np.ndarray, threshold: float, seed: int) -> tuple[MinHashLSH, list[MinHash]]:
+def _lsh(sigs: np.ndarray, threshold: float, seed: int) -> tuple[MinHashLSH, list[LeanMinHash]]:
     num_perm = sigs.shape[1]
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-    hashes = [MinHash(num_perm=num_perm, seed=seed, hashvalues=row) for row in sigs]
+    hashes = [LeanMinHash(seed=seed, hashvalues=row, scheme=SCHEME) for row in sigs]
     for i, m in enumerate(hashes):
         lsh.insert(i, m)
     return lsh, hashes

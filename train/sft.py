@@ -252,3 +252,65 @@ def answer_loss(model, tokenizer, examples, template: str = "llama2", batch_size
         out += [float("nan") if e is None else next(losses) for e in items]
     model.train(was_training)
     return out
+
+
+def to_messages(record):
+    """A conversation record in a common format as ``{"messages": [...]}`` with string
+    contents: OpenAI ``messages`` (string or typed-part contents), Alpaca
+    ``instruction``/``input``/``output`` (+ ``system``), ShareGPT ``conversations``
+    (``from``/``value``). Anything else is returned unchanged, so that encoding
+    reports it as skipped rather than dropping it."""
+    if not isinstance(record, dict):
+        return record
+    if isinstance(record.get("messages"), list):
+        msgs = []
+        for m in record["messages"]:
+            content = m.get("content") if isinstance(m, dict) else None
+            if isinstance(content, list):  # typed parts: [{"type": "text", "value"|"text": ...}]
+                content = "".join(str(p.get("value", p.get("text", ""))) for p in content
+                                  if isinstance(p, dict) and p.get("type", "text") == "text")
+            msgs.append({"role": m.get("role") if isinstance(m, dict) else None, "content": content})
+        return {"messages": msgs}
+    if "instruction" in record and "output" in record:
+        user = str(record["instruction"]) + (f"\n\n{record['input']}" if record.get("input") else "")
+        msgs = [{"role": "system", "content": record["system"]}] if record.get("system") else []
+        return {"messages": msgs + [{"role": "user", "content": user},
+                                    {"role": "assistant", "content": record["output"]}]}
+    if isinstance(record.get("conversations"), list):
+        roles = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                 "system": "system"}
+        return {"messages": [{"role": roles.get(t.get("from")), "content": t.get("value")}
+                             for t in record["conversations"] if isinstance(t, dict)]}
+    return record
+
+
+def load_examples(path) -> list:
+    """Conversations from ``.jsonl``, ``.json`` (a list) or curated ``.parquet`` shards
+    (``meta["messages"]``), converted with :func:`to_messages`. A line that is not
+    valid JSON becomes ``None`` (reported as skipped when encoded)."""
+    import json
+    from pathlib import Path
+
+    from curate.errors import CurateError
+
+    path = Path(path)
+    if not path.is_file():
+        raise CurateError(f"no such SFT data file: {path}")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        metas = pq.read_table(path, columns=["meta"]).column("meta").to_pylist()
+        records = [json.loads(m) if m else {} for m in metas]
+    elif path.suffix == ".json":
+        records = json.loads(path.read_text())
+        if not isinstance(records, list):
+            raise CurateError(f"{path}: expected a JSON list of examples")
+    else:
+        records = []
+        for line in path.read_text().splitlines():
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    records.append(None)
+    return [to_messages(r) for r in records]

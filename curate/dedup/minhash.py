@@ -101,13 +101,12 @@ def word_spans(words: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     if not len(buf):
         empty = np.zeros(0, np.int64)
         return buf, empty, empty, empty
-    lens = np.fromiter((len(e) + 1 for e in encoded), np.int64, len(encoded))
-    doc_start = np.concatenate([[0], np.cumsum(lens)[:-1]])
-    sep = (buf == 32) | (buf == 10)
+    newline = buf == 10
+    sep = (buf == 32) | newline
     edge = np.diff(np.concatenate([[0], (~sep).astype(np.int8), [0]]))
     starts = np.flatnonzero(edge == 1)
     ends = np.flatnonzero(edge == -1)
-    doc_of_word = np.searchsorted(doc_start, starts, side="right") - 1
+    doc_of_word = np.cumsum(newline)[starts]
     return buf, starts, ends, doc_of_word
 
 
@@ -153,13 +152,15 @@ def signatures_from_hashes(hashes: np.ndarray, doc: np.ndarray, n_docs: int, num
     """MinHash signatures (uint32, shape ``(n_docs, num_perm)``) from 64-bit shingle
     hashes and the (non-decreasing) document index of each."""
     a, b = permutations(num_perm, seed)
+    a, b = a[:, None], b[:, None]
     hv = _fmix32((hashes >> np.uint64(32)).astype(np.uint32))
     sig = np.full((n_docs, num_perm), EMPTY, np.uint32)
     for lo in range(0, len(hv), chunk):
         h, d = hv[lo:lo + chunk], doc[lo:lo + chunk]
         seg = np.flatnonzero(np.concatenate([[True], d[1:] != d[:-1]]))
         with np.errstate(over="ignore"):
-            mins = np.minimum.reduceat(h[:, None] * a + b, seg, axis=0)
+            # (num_perm, shingles) layout: reduceat along the contiguous axis is ~20x faster
+            mins = np.minimum.reduceat(a * h + b, seg, axis=1).T
         rows = d[seg]
         sig[rows] = np.minimum(sig[rows], mins)
     return sig

@@ -83,18 +83,26 @@ class ShardWriter:
         self._bytes = 0
 
     def write(self, docs: list[Document]) -> None:
-        if not docs:
-            return
-        if self._writer is None or self._bytes >= self.max_bytes:
-            self._finish_current()
-            self._open()
+        """Append documents, starting a new file whenever the current one is full."""
+        start = 0
+        while start < len(docs):
+            if self._writer is None or self._bytes >= self.max_bytes:
+                self._finish_current()
+                self._open()
+            end = start
+            while end < len(docs) and self._bytes < self.max_bytes:
+                self._bytes += len(docs[end].text.encode("utf-8"))
+                end += 1
+            self._write_rows(docs[start:end])
+            start = end
+
+    def _write_rows(self, docs: list[Document]) -> None:
         if self.fmt == "parquet":
             self._writer.write_table(to_table(docs))
         else:
             for d in docs:
                 self._writer.write(json.dumps({"id": d.id, "text": d.text, "source": d.source, "meta": d.meta}, ensure_ascii=False) + "\n")
         self.rows_per_file[-1] += len(docs)
-        self._bytes += sum(len(d.text) for d in docs)
 
     def _finish_current(self):
         if self._writer is not None:

@@ -1,0 +1,56 @@
+"""``curate vendors ...``: profile annotation vendors."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from annotations.profile import profile_vendors
+from annotations.report import render_html
+from annotations.vendors import load_config, read_vendor
+from curate.errors import CurateError
+
+
+@click.group("vendors")
+def vendors_group():
+    """Compare annotation vendors (SFT, preference and KTO data)."""
+
+
+@vendors_group.command("profile")
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for vendors.json, vendors.html and rejects.jsonl.")
+@click.option("--lid-model", envvar="CURATE_LID_MODEL", type=click.Path(dir_okay=False, path_type=Path),
+              help="fastText lid.176 model for language checks [env CURATE_LID_MODEL].")
+@click.option("--tokenizer", type=click.Path(dir_okay=False, path_type=Path),
+              help="SentencePiece .model for token lengths.")
+@click.option("--threshold", default=0.8, show_default=True, help="Near-duplicate Jaccard threshold.")
+@click.option("--seed", default=1, show_default=True, help="MinHash seed.")
+def profile_command(config, out, lid_model, tokenizer, threshold, seed):
+    """Read every vendor in CONFIG, run the checks, and write the profile.
+
+    \b
+    Example:
+      curate vendors profile examples/vendors/vendors.yaml --out out/vendors
+    """
+    for option, path in (("--lid-model", lid_model), ("--tokenizer", tokenizer)):
+        if path is not None and not path.is_file():
+            raise CurateError(f"{option}: file not found: {path}")
+    datas = [read_vendor(v) for v in load_config(config)]
+    profile = profile_vendors(datas, lid_model=lid_model, tokenizer=tokenizer, threshold=threshold, seed=seed)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "vendors.json").write_text(json.dumps(profile, indent=1, ensure_ascii=False), encoding="utf-8")
+    (out / "vendors.html").write_text(render_html(profile, f"Vendor profile: {config.name}"), encoding="utf-8")
+    with open(out / "rejects.jsonl", "w", encoding="utf-8") as f:
+        for data in datas:
+            for reject in data.rejects:
+                f.write(json.dumps(asdict(reject), ensure_ascii=False) + "\n")
+    for name, v in profile["vendors"].items():
+        c = v["counts"]
+        click.echo(f"{name}: read {c['read']}, kept {c['kept']}, removed {c['removed']}, rejected {c['rejected']}")
+    click.echo(f"wrote {out / 'vendors.html'}")
+
+
+COMMANDS = [vendors_group]

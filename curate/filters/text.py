@@ -1,0 +1,117 @@
+"""Word and sentence splitting shared by the heuristic filters, without spaCy.
+
+datatrove splits English text with spaCy's rule-based tokenizer (``spacy.blank("en")``)
+and counts sentences with spaCy's ``sentencizer``. Loading spaCy costs seconds and
+tokenizing costs most of a filter's time, so here one compiled regular expression
+reproduces the parts of spaCy's English rules that change the filters' figures:
+
+* punctuation is split off words (``"end."`` -> ``end`` ``.``), one mark per token,
+  except runs of dots (``...``) which stay one token;
+* contractions split like spaCy: ``don't`` -> ``do`` ``n't``, ``John's`` -> ``John`` ``'s``;
+* hyphens split words (``well-known`` -> ``well`` ``-`` ``known``);
+* numbers keep their inner ``. , : /`` (``3.5``, ``1,000``, ``10:30``, ``1/2``);
+* dotted abbreviations (``U.S.``, ``e.g.``, ``Mr.``, initials like ``J.``) stay one token;
+* URLs and e-mail addresses stay one token.
+
+Known differences from spaCy (see ``benchmarks/filter_agreement.py`` for measured
+agreement): unit suffixes (spaCy ``5km`` -> ``5`` ``km``, here one token), emoticons
+(spaCy keeps ``:-)``), a shorter abbreviation list, and spaCy's slang exceptions
+(``gonna`` -> ``gon`` ``na``).
+"""
+from __future__ import annotations
+
+import re
+import string
+import unicodedata
+
+# Characters of Unicode's Sentence_Terminal property (UCD PropList.txt): the marks that
+# end a sentence in any script. Used for "line ends in terminal punctuation" and
+# for sentence counting.
+TERMINAL_PUNCTUATION = frozenset(
+    "!.?\u0589\u061d\u061e\u061f\u06d4\u0700\u0701\u0702\u07f9\u0837\u0839\u083d\u083e\u0964\u0965"
+    "\u104a\u104b\u1362\u1367\u1368\u166e\u1735\u1736\u17d4\u17d5\u17d6\u17d9\u17da\u1803\u1809"
+    "\u1944\u1945\u1aa8\u1aa9\u1aaa\u1aab\u1b5a\u1b5b\u1b5e\u1b5f\u1b7d\u1b7e\u1c3b\u1c3c\u1c7e"
+    "\u1c7f\u203c\u203d\u2047\u2048\u2049\u2e2e\u2e3c\u2e53\u2e54\u3002\ua4ff\ua60e\ua60f\ua6f3"
+    "\ua6f7\ua876\ua877\ua8ce\ua8cf\ua92f\ua9c8\ua9c9\uaa5d\uaa5e\uaa5f\uaaf0\uaaf1\uabeb\ufe52"
+    "\ufe56\ufe57\uff01\uff0e\uff1f\uff61\U00010a56\U00010a57\U00010f55\U00010f56\U00010f57"
+    "\U00010f58\U00010f59\U00010f86\U00010f87\U00010f88\U00010f89\U00011047\U00011048\U000110be"
+    "\U000110bf\U000110c0\U000110c1\U00011141\U00011142\U00011143\U000111c5\U000111c6\U000111cd"
+    "\U000111de\U000111df\U00011238\U00011239\U0001123b\U0001123c\U000112a9\U0001144b\U0001144c"
+    "\U000115c2\U000115c3\U000115c9\U000115ca\U000115cb\U000115cc\U000115cd\U000115ce\U000115cf"
+    "\U000115d0\U000115d1\U000115d2\U000115d3\U000115d4\U000115d5\U000115d6\U000115d7\U00011641"
+    "\U00011642\U0001173c\U0001173d\U0001173e\U00011944\U00011946\U00011a42\U00011a43\U00011a9b"
+    "\U00011a9c\U00011c41\U00011c42\U00011ef7\U00011ef8\U00011f43\U00011f44\U00016a6e\U00016a6f"
+    "\U00016af5\U00016b37\U00016b38\U00016b44\U00016e98\U0001bc9f\U0001da88"
+)
+TERMINAL_TUPLE = tuple(sorted(TERMINAL_PUNCTUATION))
+
+# A "symbol word" (Gopher) is a token made only of these: ASCII punctuation, the common
+# typographic and CJK marks, control characters, and sentence terminals.
+_CONTROL = "".join(map(chr, [*range(0, 9), *range(11, 32), *range(127, 160)]))
+SYMBOLS = frozenset(
+    string.punctuation + "\u201c\u201d\u201e\u2019\u00ab\u00bb\u2013\u2014\u2026\u00b4\u3001\u3002"
+    "\uff0c\uff1b\uff1a\uff1f\uff01\uff08\uff09\u3010\u3011\u300c\u300d\u300a\u300b\u3008\u3009"
+    "\uff5e\uff05\uff0e\u2501\u2236\u25ba\uff11" + _CONTROL
+) | TERMINAL_PUNCTUATION
+_SYMBOLS_CLASS = "".join(sorted(re.escape(c) for c in SYMBOLS))
+SYMBOL_WORD = re.compile(f"[{_SYMBOLS_CLASS}]+")
+
+# Abbreviations spaCy keeps whole with their final dot (a subset of its English exceptions).
+_ABBREVIATIONS = (
+    "Mr Mrs Ms Dr St Mt Jr Sr Inc Ltd Co Corp Bros vs Prof Gen Gov Sen Rep Rev Lt Col Capt Sgt "
+    "Jan Feb Mar Apr Jun Jul Aug Sep Sept Oct Nov Dec Ala Ariz Ark Calif Colo Conn Del Fla Ga Ill "
+    "Ind Kan Ky La Md Mass Mich Minn Miss Mo Neb Nev Okla Ore Pa Tenn Va Wash Wis a.m p.m"
+).split()
+
+_TOKEN = re.compile(
+    r"""
+    (?:https?://|ftp://|www\.)[^\s]+?(?=[.,;:!?)\]'"]*(?:\s|$))      # URL
+  | [\w.+-]+@[\w-]+(?:\.[\w-]+)+                                      # e-mail
+  | (?:ABBR)\.(?=\s|$)                                                # Mr.  Jan.
+  | (?:[^\W\d_]\.){2,}                                                # U.S.  e.g.
+  | \b[A-Z]\.(?=\s|$)                                                 # initials: J.
+  | \w+?(?=n['’]t\b)                                                  # do|n't
+  | n['’]t\b
+  | (?<=\w)['’](?:s|re|ve|ll|d|m|S|RE|VE|LL|D|M)\b                    # John|'s  I|'m
+  | \d+(?:[.,:/]\d+)+                                                 # 3.5  1,000  10:30
+  | \w+(?:(?:['’&]|\.(?<![a-z]\.)|\.(?![A-Z]))(?!(?:s|re|ve|ll|d|m)\b)\w+)*  # words: O'Neill  example.com
+  | \.{2,}                                                            # ...
+  | \S                                                                # any other mark, alone
+    """.replace("ABBR", "|".join(re.escape(a) for a in _ABBREVIATIONS)),
+    re.VERBOSE,
+)
+
+
+def split_words(text: str) -> list[str]:
+    """Words and punctuation tokens of ``text``, in order, whitespace dropped.
+    Approximates datatrove's ``split_into_words`` for English (spaCy rules)."""
+    return _TOKEN.findall(text)
+
+
+def is_symbol_word(word: str) -> bool:
+    """True when every character of ``word`` is punctuation (Gopher's "symbol" tokens)."""
+    return SYMBOL_WORD.fullmatch(word) is not None
+
+
+def _is_punct_token(token: str) -> bool:
+    return all(unicodedata.category(c).startswith("P") for c in token)
+
+
+def count_sentences(text: str, stop_at: int | None = None) -> int:
+    """Number of sentences in ``text`` by the sentencizer rule: a sentence ends at a
+    terminal-mark token and the next sentence starts at the next token that is not
+    punctuation. Stops counting at ``stop_at`` when given (the caller only needs to know
+    whether a minimum is reached). Empty text has 0 sentences."""
+    tokens = split_words(text)
+    if not tokens:
+        return 0
+    n, seen_end = 1, False
+    for tok in tokens:
+        if tok in TERMINAL_PUNCTUATION:
+            seen_end = True
+        elif seen_end and not _is_punct_token(tok):
+            n += 1
+            seen_end = False
+            if stop_at is not None and n >= stop_at:
+                return n
+    return n
