@@ -124,6 +124,7 @@ class Checker:
         self.lid = load_lid(lid_model) if lid_model and "language_mismatch" in names else None
         self.skipped = [] if self.lid or "language_mismatch" not in names else ["language_mismatch"]
         self.names = [n for n in names if n not in self.skipped]
+        self._languages: dict[str, tuple[str, float]] = {}
         self._funcs: dict[str, Callable[[Record], str | None]] = {n: getattr(self, n) for n in self.names}
 
     def run(self, record: Record) -> dict[str, str]:
@@ -230,10 +231,16 @@ class Checker:
             return "chosen and rejected are the same text"
         return None
 
+    def language(self, text: str) -> tuple[str, float]:
+        """``(label, probability)`` from the lid model, remembered per text (the profile asks again)."""
+        if text not in self._languages:
+            self._languages[text] = predict_language(self.lid, text)
+        return self._languages[text]
+
     def _language(self, text: str) -> str | None:
         if len(text.strip()) < self.lid_min_chars:
             return None
-        lang, prob = predict_language(self.lid, text)
+        lang, prob = self.language(text)
         return lang if prob >= self.lid_min_prob else None
 
 

@@ -7,9 +7,6 @@ from pathlib import Path
 
 import click
 
-from annotations.profile import profile_vendors
-from annotations.report import render_html
-from annotations.vendors import load_config, read_vendor
 from curate.errors import CurateError
 
 
@@ -35,6 +32,11 @@ def profile_command(config, out, lid_model, tokenizer, threshold, seed):
     Example:
       curate vendors profile examples/vendors/vendors.yaml --out out/vendors
     """
+    # Imported here: datasketch and matplotlib take seconds, and every `curate` command loads this module.
+    from annotations.profile import profile_vendors
+    from annotations.report import render_html
+    from annotations.vendors import load_config, read_vendor
+
     for option, path in (("--lid-model", lid_model), ("--tokenizer", tokenizer)):
         if path is not None and not path.is_file():
             raise CurateError(f"{option}: file not found: {path}")
@@ -43,14 +45,45 @@ def profile_command(config, out, lid_model, tokenizer, threshold, seed):
     out.mkdir(parents=True, exist_ok=True)
     (out / "vendors.json").write_text(json.dumps(profile, indent=1, ensure_ascii=False), encoding="utf-8")
     (out / "vendors.html").write_text(render_html(profile, f"Vendor profile: {config.name}"), encoding="utf-8")
-    with open(out / "rejects.jsonl", "w", encoding="utf-8") as f:
-        for data in datas:
-            for reject in data.rejects:
-                f.write(json.dumps(asdict(reject), ensure_ascii=False) + "\n")
+    _write_rejects(out / "rejects.jsonl", datas)
     for name, v in profile["vendors"].items():
         c = v["counts"]
         click.echo(f"{name}: read {c['read']}, kept {c['kept']}, removed {c['removed']}, rejected {c['rejected']}")
     click.echo(f"wrote {out / 'vendors.html'}")
+
+
+@vendors_group.command("export")
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for records.jsonl and rejects.jsonl.")
+def export_command(config, out):
+    """Write every vendor's records as JSONL that `curate run` reads (jsonl input: text
+    in `text`, the record's structure as meta), and the rejects beside them.
+
+    \b
+    Example:
+      curate vendors export examples/vendors/vendors.yaml --out out/records
+      curate run examples/vendors/clean.yaml
+    """
+    from annotations.records import to_document
+    from annotations.vendors import load_config, read_vendor
+
+    datas = [read_vendor(v) for v in load_config(config)]
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "records.jsonl", "w", encoding="utf-8") as f:
+        for record in (r for d in datas for r in d.records):
+            doc = to_document(record)
+            f.write(json.dumps({"id": doc.id, "text": doc.text, **doc.meta}, ensure_ascii=False) + "\n")
+    _write_rejects(out / "rejects.jsonl", datas)
+    n_records, n_rejects = sum(len(d.records) for d in datas), sum(len(d.rejects) for d in datas)
+    click.echo(f"wrote {n_records} records to {out / 'records.jsonl'} and {n_rejects} rejects")
+
+
+def _write_rejects(path: Path, datas) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for data in datas:
+            for reject in data.rejects:
+                f.write(json.dumps(asdict(reject), ensure_ascii=False) + "\n")
 
 
 COMMANDS = [vendors_group]

@@ -1,85 +1,79 @@
-"""Near-duplicate prompts: MinHash signatures over character shingles, LSH buckets,
-and the clusters and vendor-by-vendor overlap built on them.
+"""Near-duplicate prompts between and within vendors, on curate.dedup's MinHash.
 
-Character 5-grams (not word n-grams) because prompts are short: "hi" and "Who are
-you?" must still get a signature. Signatures and LSH come from datasketch (the
-reference implementation); curate.dedup had no MinHash API to reuse when this was
-written.
+Signatures, LSH band keys and candidate pairs come from :mod:`curate.dedup`
+(word n-grams of ``normalize_words`` text, datasketch's affine32 scheme). Prompts
+are short, so the default shingle is a word 3-gram, not the 5-gram used for
+documents; a prompt with fewer words is one shingle.
+
+Rows with identical signatures are folded together before LSH, so a prompt sent
+a thousand times costs one bucket entry, not half a million candidate pairs.
 """
 from __future__ import annotations
 
 import numpy as np
-from datasketch import LeanMinHash, MinHash, MinHashLSH
 
-SHINGLE = 5  # characters
-SCHEME = "affine32"  # datasketch 2.x hashing scheme; stored signatures are only comparable within one
+from curate.dedup.lsh import candidate_pairs
+from curate.dedup.minhash import band_keys, jaccard, minhash_signatures, optimal_bands
+from curate.dedup.normalize import normalize_exact
+from curate.dedup.unionfind import UnionFind
+
+NGRAM = 3  # words
 
 
 def normalize(text: str) -> str:
-    """Lowercase, whitespace collapsed: what "the same prompt" means here."""
-    return " ".join(text.lower().split())
+    """Lowercase, NFC, whitespace collapsed: what "the same prompt" means for exact duplicates."""
+    return normalize_exact(text)
 
 
-def shingles(text: str, size: int = SHINGLE) -> list[bytes]:
-    text = normalize(text)
-    if len(text) <= size:
-        return [text.encode("utf-8")]
-    return [text[i : i + size].encode("utf-8") for i in range(len(text) - size + 1)]
+def signatures(texts: list[str], num_perm: int = 128, seed: int = 1, ngram: int = NGRAM) -> np.ndarray:
+    """MinHash signatures, uint32 ``(len(texts), num_perm)`` (curate.dedup.minhash_signatures)."""
+    return minhash_signatures(texts, num_perm=num_perm, ngram=ngram, seed=seed)
 
 
-def signatures(texts: list[str], num_perm: int = 128, seed: int = 1) -> np.ndarray:
-    """MinHash signatures, shape ``(len(texts), num_perm)``, dtype uint64."""
-    out = np.empty((len(texts), num_perm), dtype=np.uint64)
-    template = MinHash(num_perm=num_perm, seed=seed, scheme=SCHEME)  # permutations are drawn once, then copied
-    for i, text in enumerate(texts):
-        m = template.copy()
-        m.update_batch(shingles(text))
-        out[i] = m.hashvalues
-    return out
+def similar_pairs(sigs: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(unique, inverse, pairs)``: the distinct signature rows, the index into them of
+    every input row, and the pairs ``(u, v)`` of distinct rows whose estimated Jaccard
+    similarity is at least ``threshold`` (LSH candidates, then verified)."""
+    unique, inverse = np.unique(sigs, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    bands, rows = optimal_bands(threshold, sigs.shape[1], 0.1, 0.9)  # verified, so lean to recall
+    pairs = np.array(sorted(candidate_pairs(band_keys(unique, bands, rows))), dtype=np.int64).reshape(-1, 2)
+    pairs = pairs[jaccard(unique[pairs[:, 0]], unique[pairs[:, 1]]) >= threshold]
+    return unique, inverse, pairs
 
 
-def _lsh(sigs: np.ndarray, threshold: float, seed: int) -> tuple[MinHashLSH, list[LeanMinHash]]:
-    num_perm = sigs.shape[1]
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-    hashes = [LeanMinHash(seed=seed, hashvalues=row, scheme=SCHEME) for row in sigs]
-    for i, m in enumerate(hashes):
-        lsh.insert(i, m)
-    return lsh, hashes
+def clusters(sigs: np.ndarray, threshold: float = 0.8) -> np.ndarray:
+    """Cluster id per row: rows joined (also through chains) when their estimated
+    Jaccard similarity is at least ``threshold``. The id is the smallest row index in
+    the cluster, so rows where ``cluster == arange(n)`` are the first of each."""
+    if not len(sigs):
+        return np.zeros(0, np.int64)
+    unique, inverse, pairs = similar_pairs(sigs, threshold)
+    uf = UnionFind(len(unique))
+    uf.union(pairs[:, 0], pairs[:, 1])
+    label = uf.roots()[inverse]
+    first = np.full(len(unique), len(sigs), np.int64)
+    np.minimum.at(first, label, np.arange(len(sigs)))
+    return first[label]
 
 
-def clusters(sigs: np.ndarray, threshold: float = 0.8, seed: int = 1) -> np.ndarray:
-    """Cluster id per row: rows joined when their estimated Jaccard similarity is at
-    least ``threshold``. The id is the smallest row index in the cluster, so keeping
-    rows where ``cluster == arange`` keeps the first of each cluster."""
-    lsh, hashes = _lsh(sigs, threshold, seed)
-    parent = np.arange(len(sigs))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i, m in enumerate(hashes):
-        for j in lsh.query(m):
-            if j != i and m.jaccard(hashes[j]) >= threshold:
-                a, b = root(i), root(j)
-                parent[max(a, b)] = min(a, b)
-    return np.array([root(i) for i in range(len(sigs))])
-
-
-def overlap_matrix(sigs: np.ndarray, groups: list[str], names: list[str],
-                   threshold: float = 0.8, seed: int = 1) -> np.ndarray:
-    """``M[a, b]``: the fraction of group ``a``'s rows that have a near-duplicate
-    (estimated Jaccard >= threshold) among group ``b``'s rows. The diagonal is the
-    within-group duplicate rate: rows with a near-duplicate other than themselves."""
-    lsh, hashes = _lsh(sigs, threshold, seed)
+def overlap_matrix(sigs: np.ndarray, groups: list[str], names: list[str], threshold: float = 0.8) -> np.ndarray:
+    """``M[a, b]``: the fraction of group ``a``'s rows with a near-duplicate (estimated
+    Jaccard >= threshold, directly, not through chains) among group ``b``'s rows. The
+    diagonal counts partners other than the row itself: the within-group duplicate rate."""
     index = {name: k for k, name in enumerate(names)}
-    group_of = np.array([index[g] for g in groups])
+    group_of = np.array([index[g] for g in groups], dtype=np.int64)
+    if not len(sigs):
+        return np.zeros((len(names), len(names)))
+    unique, inverse, pairs = similar_pairs(sigs, threshold)
+    members = np.zeros((len(unique), len(names)))  # rows of each group per distinct signature
+    np.add.at(members, (inverse, group_of), 1)
+    reach = members.copy()  # rows of each group within reach of a distinct signature, itself included
+    np.add.at(reach, pairs[:, 0], members[pairs[:, 1]])
+    np.add.at(reach, pairs[:, 1], members[pairs[:, 0]])
+    partners = reach[inverse]
+    partners[np.arange(len(sigs)), group_of] -= 1  # not the row itself
     hits = np.zeros((len(names), len(names)))
-    for i, m in enumerate(hashes):
-        found = {group_of[j] for j in lsh.query(m) if j != i and m.jaccard(hashes[j]) >= threshold}
-        for b in found:
-            hits[group_of[i], b] += 1
+    np.add.at(hits, group_of, partners > 0)
     sizes = np.bincount(group_of, minlength=len(names)).astype(float)
     return hits / np.maximum(sizes, 1)[:, None]

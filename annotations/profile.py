@@ -13,7 +13,7 @@ Definitions (the numbers in the report mean exactly this):
   the same words. Both fall as a vendor sends more text, so compare like sizes.
 * exact duplicate rate: share of records whose normalized prompt repeats an earlier
   one of the same vendor. Overlap ``M[a][b]``: share of vendor a's records whose prompt
-  has a near-duplicate (MinHash Jaccard >= threshold on character 5-grams) in vendor b;
+  has a near-duplicate (estimated Jaccard >= threshold of word 3-gram sets, curate.dedup MinHash) in vendor b;
   the diagonal counts partners within the vendor (its near-duplicate rate).
 * failure rate of a check: records (or rejects, for parse checks) failing it / read.
 * language: fastText lid.176 on the first answer; ``und`` when less sure than 0.5.
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from annotations import overlap
-from annotations.checks import CHECKS, Checker, predict_language
+from annotations.checks import CHECKS, Checker
 from annotations.records import render, prompt_text
 from annotations.vendors import VendorData
 
@@ -46,8 +46,8 @@ def _stats(values: list[int]) -> dict[str, Any]:
 
 
 def _distinct(words: list[str], n: int) -> float:
-    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
-    return round(len(set(grams)) / len(grams), 4) if grams else 0.0
+    total = len(words) - n + 1
+    return round(len(set(zip(*(words[i:] for i in range(n))))) / total, 4) if total > 0 else 0.0
 
 
 def profile_vendors(datas: list[VendorData], lid_model: str | Path | None = None,
@@ -84,7 +84,7 @@ def profile_vendors(datas: list[VendorData], lid_model: str | Path | None = None
     prompts = [prompt_text(r) for d in datas for r in d.records]
     groups = [d.vendor.name for d in datas for _ in d.records]
     sigs = overlap.signatures(prompts, num_perm, seed)
-    matrix = overlap.overlap_matrix(sigs, groups, names, threshold, seed) if prompts else np.zeros((len(names),) * 2)
+    matrix = overlap.overlap_matrix(sigs, groups, names, threshold)
     result["overlap"] = {"vendors": names, "matrix": np.round(matrix, 4).tolist()}
     for k, name in enumerate(names):
         result["vendors"][name]["near_duplicate_rate"] = round(float(matrix[k, k]), 4)
@@ -136,7 +136,7 @@ def _languages(checker: Checker, records) -> dict[str, float] | None:
     langs = Counter()
     for r in records:
         answer = (r.answers() or [""])[0]
-        lang, prob = predict_language(checker.lid, answer) if answer.strip() else ("und", 0.0)
+        lang, prob = checker.language(answer) if answer.strip() else ("und", 0.0)
         langs[lang if prob >= 0.5 else "und"] += 1
     return {lang: round(n / len(records), 4) for lang, n in langs.most_common()}
 

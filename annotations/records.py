@@ -17,7 +17,10 @@ element exactly as read, so nothing the vendor sent is lost.
 As a Document, ``text`` is a flat rendering ("user: ...") for text steps, and the
 structure lives in ``meta``: ``meta["kind"]`` is "sft" | "preference" | "kto", plus
 ``meta["messages"]`` (or ``prompt``/``chosen``/``rejected``/``rating``/``margin``, or
-``label``), ``vendor``, ``annotator``, ``line`` and ``original``.
+``label``), ``vendor``, ``annotator``, ``source``, ``line`` and ``original``. ``source`` is
+kept in meta too because a reader of exported records sets ``Document.source`` to its own
+file. ``meta["prompt_text"]`` (the last user turn) is derived, for prompt-level steps:
+``- step: minhash_dedup`` with ``text_key: prompt_text``.
 """
 from __future__ import annotations
 
@@ -121,19 +124,21 @@ def render(record: Record) -> str:
 
 def to_document(record: Record) -> Document:
     """A Document that :func:`from_document` turns back into an equal record."""
-    meta = {"kind": record.kind}
-    meta.update({f.name: getattr(record, f.name) for f in fields(record) if f.name != "source"})
+    meta = {"kind": record.kind, **{f.name: getattr(record, f.name) for f in fields(record)}}
+    meta["prompt_text"] = prompt_text(record)
     return Document(id=record.id, text=render(record), source=record.source, meta=meta)
 
 
 def from_document(doc: Document) -> Record:
-    """Inverse of :func:`to_document`; meta keys that steps added (scores, flags) are ignored."""
+    """Inverse of :func:`to_document`; derived and step-added meta keys (prompt_text,
+    scores, flags) are ignored."""
     kind = doc.meta.get("kind")
     if kind not in KINDS:
         raise ValueError(f"document {doc.id!r} has meta kind {kind!r}, not one of {sorted(KINDS)}")
     cls = KINDS[kind]
     values = {f.name: doc.meta[f.name] for f in fields(cls) if f.name in doc.meta}
-    return cls(source=doc.source, **values)
+    values.setdefault("source", doc.source)
+    return cls(**values)
 
 
 def as_dict(record: Record) -> dict[str, Any]:

@@ -87,9 +87,10 @@ def write_big_config(shared, tmp_path) -> Path:
     data = tmp_path / "in"
     data.mkdir()
     lines = real_lines(shared)
-    for k in range(6):  # 6 files x 8 copies of C4, split into ~1 MB shards
-        (data / f"c4-{k}.jsonl").write_text("\n".join(lines * 8) + "\n")
-    config = {"inputs": [{"path": str(data), "shard_bytes": 1_000_000}], "steps": [], "output": {"dir": str(tmp_path / "clean")}}
+    for k in range(4):  # 4 files x 6 copies of C4, split into ~1 MB shards
+        (data / f"c4-{k}.jsonl").write_text("\n".join(lines * 6) + "\n")
+    steps = [{"step": "exact_dedup"}, {"step": "minhash_dedup"}]  # global steps: three stages to kill in
+    config = {"inputs": [{"path": str(data), "shard_bytes": 1_000_000}], "steps": steps, "output": {"dir": str(tmp_path / "clean")}}
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -102,10 +103,12 @@ def curate_cmd(*args):
 @pytest.mark.slow
 def test_kill_9_then_resume_equals_clean_run(shared, tmp_path):
     config = write_big_config(shared, tmp_path)
-    subprocess.run(curate_cmd("run", str(config), "--workers", "1", "--quiet"), check=True, timeout=600)
+    t0 = time.perf_counter()
+    subprocess.run(curate_cmd("run", str(config), "--workers", "2", "--quiet"), check=True, timeout=600)
+    clean_seconds = time.perf_counter() - t0
     clean = fingerprint_output(tmp_path / "clean")
-    assert len(clean) == 6 * 8 * 300
-    for delay in (0.8, 1.6, 2.5, 4.0):
+    assert len(clean) == 300  # every copy beyond the first is an exact duplicate
+    for delay in (f * clean_seconds for f in (0.25, 0.5, 0.75, 0.95)):  # kills land in different stages
         out = tmp_path / f"killed-{delay}"
         proc = subprocess.Popen(curate_cmd("run", str(config), "--out", str(out), "--workers", "2", "--quiet"), start_new_session=True)
         time.sleep(delay)
@@ -118,7 +121,7 @@ def test_kill_9_then_resume_equals_clean_run(shared, tmp_path):
         assert fingerprint_output(out) == clean, f"resume after kill at {delay}s differs"
         assert not list(out.rglob(".tmp-*"))
         stats = json.loads((out / "stats.json").read_text())
-        assert stats["balanced"] and stats["written"] == len(clean)
+        assert stats["balanced"] and stats["written"] == len(clean) and stats["read"] == 4 * 6 * 300
 
 
 def test_output_loads_in_datasets_and_pandas(shared, tmp_path):

@@ -244,11 +244,13 @@ class Llama(nn.Module):
     def __init__(self, cfg: LlamaConfig):
         super().__init__()
         self.cfg = cfg
-        self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
+        # _weight skips nn.Embedding's own init, whose normal_ on the meta device imports torch._dynamo (~5 s)
+        self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim, _weight=torch.empty(cfg.vocab_size, cfg.dim))
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
-        self.reset_parameters()
+        if self.output.weight.device.type != "meta":  # meta: shapes only (FSDP, loading); call reset_parameters after to_empty
+            self.reset_parameters()
 
     def reset_parameters(self, std: float = 0.02):
         """Normal(0, std) weights; the two residual projections (wo, w2) are scaled by 1/sqrt(2*n_layers)

@@ -83,6 +83,12 @@ def lm_loss_sum(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, to
     return loss, (targets != IGNORE).sum()
 
 
+def as_batch(b, device) -> dict[str, torch.Tensor]:
+    """A batch dict on ``device`` from a dict or an ``(inputs, targets)`` pair."""
+    b = b if isinstance(b, dict) else {"inputs": b[0], "targets": b[1]}
+    return {k: v.to(device, non_blocking=True) for k, v in b.items()}
+
+
 def _no_sync(model, last: bool):
     if hasattr(model, "no_sync") and not last:  # DDP: reduce gradients once, after the last micro-batch
         return model.no_sync()
@@ -138,7 +144,7 @@ def evaluate(model, batches, world: distributed.World, cfg: TrainConfig,
     model.eval()
     acc = torch.zeros(2, dtype=torch.float64, device=world.device)
     for batch in batches:
-        batch = {k: v.to(world.device) for k, v in batch.items()}
+        batch = as_batch(batch, world.device)
         with autocast(world.device, cfg.dtype):
             loss, n = loss_fn(model, batch)
         acc += torch.stack([loss.double(), n.double()])
@@ -207,11 +213,7 @@ def train_loop(model, optimizer, data, cfg: TrainConfig, world: distributed.Worl
             save_checkpoint(run_dir, state.step, model, optimizer, extra, world.rank, cfg.keep_checkpoints)
 
     while state.step < cfg.steps:
-        micro = []
-        for _ in range(cfg.grad_accum):
-            b = data.next_batch()
-            b = b if isinstance(b, dict) else {"inputs": b[0], "targets": b[1]}
-            micro.append({k: v.to(world.device, non_blocking=True) for k, v in b.items()})
+        micro = [as_batch(data.next_batch(), world.device) for _ in range(cfg.grad_accum)]
         out = train_step(model, optimizer, micro, world, cfg, lr_at(state.step, cfg), loss_fn)
         state.step += 1
         done += 1

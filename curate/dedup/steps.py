@@ -9,18 +9,26 @@ Config examples::
       keep: longest                # or first (default), or score with score_key: quality
       index_dir: out/minhash_index # save an index of the kept documents
       against: old/minhash_index   # dedup against an earlier run's index
+    - step: decontaminate
+      eval_files: [evals/mmlu.jsonl]
+      method: llama2               # or ngram (13-gram overlap)
+      action: drop                 # or flag (meta["contamination"])
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xxhash
 
 from curate.dedup.base import DedupStep
+from curate.dedup.decontam import EvalIndex, contamination_fractions, contamination_split, load_eval_files
 from curate.dedup.minhash import band_keys, jaccard, ngram_hashes, optimal_bands, signatures_from_hashes
 from curate.dedup.normalize import normalize_exact, normalize_words
-from curate.pipeline.step import register
+from curate.pipeline.step import GlobalStep, register
+from curate.record import Document, Removed
 
 
 @register("exact_dedup")
@@ -31,7 +39,7 @@ class ExactDedup(DedupStep):
     ``bits=128`` (default), confirmed by the other 64; ``bits=64`` trusts the
     first 64 alone. Empty texts are never deduped."""
 
-    reason_prefix = "exact duplicate of"
+    reason_prefix = "exact_duplicate of"
 
     def __init__(self, bits: int = 128, nfc: bool = True, lowercase: bool = True,
                  collapse_whitespace: bool = True, **common: Any) -> None:
@@ -65,15 +73,16 @@ class MinHashDedup(DedupStep):
     or through a chain of such pairs).
 
     ``num_perm`` MinHash permutations (datasketch affine32 scheme, ``seed``);
-    ``bands`` x ``rows`` chosen by :func:`optimal_bands` unless both are given;
-    candidate pairs from LSH are verified by estimated Jaccard unless
-    ``verify: false``. Documents with no words are never deduped."""
+    ``bands`` x ``rows`` chosen by :func:`optimal_bands` unless both are given
+    (weights ``fp_weight``/``fn_weight`` default to 0.1/0.9 when verifying,
+    0.5/0.5 otherwise); candidate pairs from LSH are verified by estimated
+    Jaccard unless ``verify: false``. Documents with no words are never deduped."""
 
-    reason_prefix = "near-duplicate of"
+    reason_prefix = "near_duplicate of"
 
     def __init__(self, threshold: float = 0.8, num_perm: int = 128, ngram: int = 5, seed: int = 1,
-                 bands: int | None = None, rows: int | None = None, fp_weight: float = 0.5,
-                 fn_weight: float = 0.5, verify: bool = True, **common: Any) -> None:
+                 bands: int | None = None, rows: int | None = None, fp_weight: float | None = None,
+                 fn_weight: float | None = None, verify: bool = True, **common: Any) -> None:
         super().__init__(**common)
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
@@ -82,7 +91,11 @@ class MinHashDedup(DedupStep):
         if (bands is None) != (rows is None):
             raise ValueError("give both bands and rows, or neither")
         if bands is None:
-            bands, rows = optimal_bands(threshold, num_perm, fp_weight, fn_weight)
+            # Verified candidates cost only a signature comparison, so by default lean
+            # towards recall (14 x 9 at 0.8/128); unverified, balance both errors.
+            default = (0.1, 0.9) if verify else (0.5, 0.5)
+            weights = (default[0] if fp_weight is None else fp_weight, default[1] if fn_weight is None else fn_weight)
+            bands, rows = optimal_bands(threshold, num_perm, *weights)
         if bands * rows > num_perm:
             raise ValueError(f"bands*rows = {bands * rows} exceeds num_perm = {num_perm}")
         self.threshold, self.num_perm, self.ngram, self.seed = threshold, num_perm, ngram, seed
@@ -105,3 +118,74 @@ class MinHashDedup(DedupStep):
         if not self.do_verify:
             return np.ones(len(sig_u), bool)
         return jaccard(sig_u, sig_v) >= self.threshold
+
+
+@register("decontaminate")
+class Decontaminate(GlobalStep):
+    """Drop (or flag) training documents that contain evaluation samples, and report
+    each evaluation sample's contamination (see :mod:`curate.dedup.decontam`).
+
+    ``eval_files``: JSONL/JSON/text files; ``eval_key``: the field(s) to read (all
+    string fields by default). ``report``: optional path for a JSONL of per-sample
+    contaminated fractions. A global step so that fractions cover every shard."""
+
+    def __init__(self, eval_files: str | list[str], eval_key: str | list[str] | None = None,
+                 method: str = "ngram", ngram: int = 13, min_len: int = 10, skip_budget: int = 4,
+                 action: str = "drop", text_key: str = "text", report: str | None = None) -> None:
+        super().__init__()
+        if action not in ("drop", "flag"):
+            raise ValueError(f"action must be drop or flag, got {action!r}")
+        self.eval_files = [eval_files] if isinstance(eval_files, str) else list(eval_files)
+        self.eval_key, self.action, self.text_key, self.report = eval_key, action, text_key, report
+        self.params = {"method": method, "ngram": ngram, "min_len": min_len, "skip_budget": skip_budget}
+        EvalIndex([], **self.params)  # validate the method now, not in a worker
+        self.evals: EvalIndex | None = None
+
+    def setup(self) -> None:
+        if self.evals is None:
+            self.sample_ids, texts = load_eval_files(self.eval_files, self.eval_key)
+            self.evals = EvalIndex(texts, **self.params)
+
+    def index(self, docs: list[Document], shard: int, workdir: Path) -> None:
+        self.setup()
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        texts = [d.get(self.text_key) for d in docs]
+        scan = self.evals.scan([t if isinstance(t, str) else json.dumps(t) if t is not None else "" for t in texts])
+        (workdir / f"{shard:05d}.hits.json").write_text(json.dumps(scan.doc_samples))
+        np.save(workdir / f"{shard:05d}.spans.npy", np.asarray(scan.spans, np.int64).reshape(-1, 3))
+
+    def reduce(self, workdir: Path, n_shards: int) -> dict[str, Any]:
+        self.setup()
+        spans = np.concatenate([np.load(Path(workdir) / f"{s:05d}.spans.npy") for s in range(n_shards)] or
+                               [np.zeros((0, 3), np.int64)])
+        if self.params["method"] == "ngram":
+            fractions = np.zeros(len(self.sample_ids))
+            fractions[spans[:, 0]] = 1.0
+        else:
+            fractions = contamination_fractions(spans, self.evals.lengths())
+        hits = [json.loads((Path(workdir) / f"{s:05d}.hits.json").read_text()) for s in range(n_shards)]
+        if self.report:
+            with open(self.report, "w", encoding="utf-8") as f:
+                for sid, frac in zip(self.sample_ids, fractions):
+                    f.write(json.dumps({"id": sid, "contaminated": round(float(frac), 4)}) + "\n")
+        return {"method": self.params["method"], "eval_samples": len(self.sample_ids),
+                "contaminated_documents": sum(bool(h) for shard in hits for h in shard),
+                "contaminated_samples": int((fractions > 0).sum()), "split": contamination_split(fractions)}
+
+    def apply(self, docs: list[Document], shard: int, workdir: Path) -> tuple[list[Document], list[Removed]]:
+        self.setup()
+        hits = json.loads((Path(workdir) / f"{shard:05d}.hits.json").read_text())
+        kept, removed = [], []
+        for doc, samples in zip(docs, hits):
+            ids = [self.sample_ids[s] for s in samples]
+            if not ids:
+                kept.append(doc)
+            elif self.action == "flag":
+                doc.meta["contamination"] = {"eval_samples": ids}
+                kept.append(doc)
+            else:
+                how = f"{self.params['ngram']}-gram" if self.params["method"] == "ngram" else "llama2 span"
+                removed.append(Removed(doc, self.name, f"{how} match with eval sample {ids[0]}",
+                                       {"eval_samples": ids}))
+        return kept, removed

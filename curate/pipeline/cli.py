@@ -80,4 +80,22 @@ def demo_cmd(out, workers, quiet):
     click.echo(json.dumps(summary, indent=2))
 
 
-COMMANDS = [run_cmd, demo_cmd]
+@click.command("steps")
+def steps_cmd():
+    """List the steps a config can name, with the first line of each one's help.
+
+    \b
+    Example:
+      curate steps
+    """
+    from curate.pipeline.step import REGISTRY, GlobalStep, _import_builtin_steps
+
+    _import_builtin_steps()
+    for name in sorted(REGISTRY):
+        cls = REGISTRY[name]
+        kind = "global" if issubclass(cls, GlobalStep) else "batch"
+        doc = (cls.__doc__ or "").strip().splitlines()
+        click.echo(f"{name:<22} {kind:<6} {doc[0] if doc else ''}")
+
+
+COMMANDS = [run_cmd, demo_cmd, steps_cmd]

@@ -47,6 +47,8 @@ class LocalExecutor(Executor):
         self.workers = workers or os.cpu_count() or 1
         if self.workers < 1:
             raise CurateError("--workers must be at least 1")
+        self._pool = None
+        self._queue = None
 
     def map(self, fn, payloads, on_progress):
         global _progress_sink
@@ -58,16 +60,27 @@ class LocalExecutor(Executor):
             finally:
                 _progress_sink = None
             return
-        ctx = mp.get_context("spawn")  # fork after pyarrow/torch threads start can deadlock
-        q = ctx.Queue()
-        with ProcessPoolExecutor(min(self.workers, len(payloads)), mp_context=ctx, initializer=_init_worker, initargs=(q,)) as pool:
-            pending = {pool.submit(fn, p) for p in payloads}
-            while pending:
-                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                _drain(q, on_progress)
-                for fut in done:
-                    yield fut.result()
+        pool, q = self._ensure_pool()
+        pending = {pool.submit(fn, p) for p in payloads}
+        while pending:
+            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             _drain(q, on_progress)
+            for fut in done:
+                yield fut.result()
+        _drain(q, on_progress)
+
+    def _ensure_pool(self):
+        # One pool for the whole run: worker start-up (imports, model loading in setup) is paid once.
+        if self._pool is None:
+            ctx = mp.get_context("spawn")  # fork after pyarrow/torch threads start can deadlock
+            self._queue = ctx.Queue()
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker, initargs=(self._queue,))
+        return self._pool, self._queue
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
 
 
 def _drain(q, on_progress) -> None:

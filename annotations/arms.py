@@ -1,0 +1,286 @@
+"""Train arms from one start over paired seeds and score them on one held-out set.
+
+An *arm* is a named pool of SFT conversations (a vendor's data, a data recipe, ...). Every
+arm is fine-tuned from the same base model with the same tokenizer, template, hyperparameters
+and number of steps; seed ``i`` gives every arm the same data-order generator (and, through
+``train.run.sft``, the same torch seed). The held-out set is shared, so each (arm, seed) run
+yields one answer loss per held-out prompt: the ``[S, P]`` arrays :mod:`annotations.stats`
+compares.
+
+Budget: every arm in a budget group is subsampled to the same number of answer tokens
+(``budget="tokens"``, the default), of examples (``"examples"``), or takes its whole pool
+(``"all"``). The subsample of seed ``s`` is a prefix of the arm's pool ordered by a hash of
+``(s, prompt)``: arms that answered the same prompts draw the same prompts (a matched
+comparison), arms with different prompts draw independent samples, and either way each
+seed draws a fresh sample so the intervals include the sampling variance of the data.
+An arm with ``part=(k, n)`` uses, at each seed, the k-th of n disjoint random parts of its
+pool (the two halves behind the noise floor).
+
+Resume: each finished (arm, seed) run is written to ``run_dir/runs/<arm>/seed_<s>.json``
+(atomically); a rerun with the same plan skips them. ``plan.json`` fixes the plan; a run dir
+holding a different plan is refused rather than mixed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import xxhash
+
+from curate.errors import CurateError
+
+BUDGETS = ("tokens", "examples", "all")
+
+
+@dataclass
+class Arm:
+    """A named pool of conversations (``{"messages": [...]}``). ``group``: arms are budget-equalised
+    within their group; ``part``: (k, n) to train on the k-th of n random parts of the pool."""
+
+    name: str
+    examples: list[dict]
+    group: str = "main"
+    part: tuple[int, int] | None = None
+    price_per_example: float | None = None
+
+
+@dataclass
+class Settings:
+    """How every arm is trained and evaluated.
+
+    seeds: paired seeds per arm (default 3). budget: tokens | examples | all; max_budget caps it
+    (answer tokens or examples). steps: optimizer steps for every arm; None -> ``epochs`` passes over
+    the mean packed subsample (default 2). train: TrainConfig fields (seq_len also caps every
+    example's tokens). eval_points: held-out evaluations along training for the loss curves.
+    """
+
+    seeds: int = 3
+    budget: str = "tokens"
+    max_budget: int | None = None
+    steps: int | None = None
+    epochs: float = 2.0
+    template: str = "llama2"
+    train: dict = field(default_factory=lambda: {"lr": 1e-3, "batch_size": 8, "seq_len": 256,
+                                                  "warmup_steps": 5, "min_lr_ratio": 0.1})
+    eval_points: int = 4
+
+    def __post_init__(self):
+        if self.budget not in BUDGETS:
+            raise CurateError(f"budget must be one of {', '.join(BUDGETS)}, got {self.budget!r}")
+        if self.seeds < 1:
+            raise CurateError(f"seeds must be >= 1, got {self.seeds}")
+
+    @property
+    def max_len(self) -> int:
+        return int(self.train.get("seq_len", 256)) + 1
+
+
+def prompt_key(example: dict) -> str:
+    """The prompt of a conversation (every turn but the last answer), lowercased with
+    whitespace collapsed: what "the same prompt" means for matching arms."""
+    turns = example.get("messages", [])[:-1]
+    return " ".join(" ".join(f"{m.get('role')}: {m.get('content')}" for m in turns).lower().split())
+
+
+def safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:80] or "arm"
+
+
+def fingerprint(obj) -> str:
+    """sha256 (first 16 hex digits) of the canonical JSON of ``obj``."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def _order(keys: list[str], seed: int, salt: str = "") -> np.ndarray:
+    """Indices of ``keys`` sorted by a hash of (seed, salt, key); ties keep input order."""
+    h = np.array([xxhash.xxh64_intdigest(f"{seed}\x00{salt}\x00{k}") for k in keys], dtype=np.uint64)
+    return np.argsort(h, kind="stable")
+
+
+def select(keys: list[str], sizes: np.ndarray, budget: float, seed: int, part: tuple[int, int] | None = None
+           ) -> list[int]:
+    """The subsample of one arm at one seed: pool indices in hash order, as many as fit in
+    ``budget`` (in the units of ``sizes``: answer tokens, or 1 per example)."""
+    pool = np.arange(len(keys))
+    if part is not None:
+        k, n = part
+        pool = _order(keys, seed, "part")[k::n]
+    order = pool[_order([keys[i] for i in pool], seed)]
+    fits = np.cumsum(sizes[order]) <= budget
+    return order[fits].tolist()
+
+
+class Harness:
+    """Plans and runs the (arm, seed) grid. ``base``: the start model (a ``train.model.Llama``);
+    ``heldout``: conversations with reference answers, shared by every arm."""
+
+    def __init__(self, arms: list[Arm], base, tokenizer, heldout: list[dict], settings: Settings,
+                 run_dir: str | Path):
+        from train.sft import encode
+
+        names = [a.name for a in arms]
+        if len(set(names)) != len(names) or len({safe_name(n) for n in names}) != len(names):
+            raise CurateError(f"arm names must be distinct (as file names too): {names}")
+        self.arms, self.base, self.tokenizer, self.heldout = arms, base, tokenizer, heldout
+        self.settings, self.run_dir = settings, Path(run_dir)
+        self.keys, self.sizes, self.skipped = {}, {}, {}
+        for arm in arms:
+            keys, sizes, skipped = [], [], []
+            for i, ex in enumerate(arm.examples):
+                try:
+                    n = encode(ex, tokenizer, settings.template, settings.max_len).num_loss_tokens
+                except ValueError as e:
+                    skipped.append((i, str(e)))
+                    n = 0
+                keys.append(prompt_key(ex))
+                sizes.append(n)
+            self.keys[arm.name], self.sizes[arm.name], self.skipped[arm.name] = keys, np.array(sizes), skipped
+        self.plan = self._plan()
+
+    def _units(self, arm: Arm) -> np.ndarray:
+        sizes = self.sizes[arm.name]
+        if self.settings.budget == "tokens":
+            return sizes.astype(float)
+        return np.where(sizes > 0, 1.0, np.inf)  # unusable examples never fit a budget
+
+    def _plan(self) -> dict:
+        s = self.settings
+        budgets = {}
+        for group in dict.fromkeys(a.group for a in self.arms):
+            members = [a for a in self.arms if a.group == group]
+            totals = []
+            for a in members:
+                units = self._units(a)
+                usable = units[np.isfinite(units)].sum()
+                totals.append(usable / a.part[1] if a.part else usable)
+            budget = math.inf if s.budget == "all" else min(totals)
+            budgets[group] = min(budget, s.max_budget) if s.max_budget else budget
+        subsets = {a.name: [select(self.keys[a.name], self._units(a), budgets[a.group], seed, a.part)
+                            for seed in range(s.seeds)] for a in self.arms}
+        for name, per_seed in subsets.items():
+            if not all(per_seed):
+                raise CurateError(f"arm {name!r}: no usable example fits the budget")
+        steps = s.steps or self._default_steps(subsets)
+        return {"settings": asdict(s), "steps": steps,
+                "budgets": {g: (None if math.isinf(b) else b) for g, b in budgets.items()},
+                "heldout": fingerprint(self.heldout), "base": _model_hash(self.base),
+                "arms": {a.name: {"data": fingerprint(a.examples), "group": a.group, "part": a.part,
+                                  "subsets": [fingerprint(x) for x in subsets[a.name]]} for a in self.arms},
+                "_subsets": subsets}
+
+    def _default_steps(self, subsets: dict) -> int:
+        from train.sft import encode_all, pack
+
+        s = self.settings
+        rows = []
+        for arm in self.arms:
+            idx = subsets[arm.name][0]
+            enc, _ = encode_all([arm.examples[i] for i in idx], self.tokenizer, s.template, s.max_len)
+            rows.append(len(pack(enc, s.max_len - 1)))
+        return max(1, round(s.epochs * float(np.mean(rows)) / int(s.train.get("batch_size", 8))))
+
+    def check_run_dir(self) -> None:
+        """Write plan.json, or refuse a run dir that holds a different plan."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        plan = {k: v for k, v in self.plan.items() if not k.startswith("_")}
+        path = self.run_dir / "plan.json"
+        if path.is_file():
+            old = json.loads(path.read_text())
+            if old != json.loads(json.dumps(plan)):
+                changed = sorted(k for k in plan if old.get(k) != json.loads(json.dumps(plan[k])))
+                raise CurateError(f"{self.run_dir} holds a different plan (changed: {', '.join(changed)}); "
+                                  f"use a new output folder")
+        else:
+            _write_json(path, plan)
+
+    def result_path(self, arm: str, seed: int) -> Path:
+        return self.run_dir / "runs" / safe_name(arm) / f"seed_{seed}.json"
+
+    def run(self, scorer: Callable | None = None, quiet: bool = True) -> dict[str, list[dict]]:
+        """Train and evaluate every (arm, seed) not already done; return arm -> per-seed results."""
+        self.check_run_dir()
+        out = {}
+        for seed in range(self.settings.seeds):  # seed-major: a crash leaves every arm equally far
+            for arm in self.arms:
+                path = self.result_path(arm.name, seed)
+                if not path.is_file():
+                    if not quiet:
+                        print(f"[compare] training {arm.name} seed {seed}", flush=True)
+                    _write_json(path, self.run_one(arm, seed, scorer))
+        for arm in self.arms:
+            out[arm.name] = [json.loads(self.result_path(arm.name, s).read_text()) for s in range(self.settings.seeds)]
+        return out
+
+    def run_one(self, arm: Arm, seed: int, scorer: Callable | None = None) -> dict:
+        """Fine-tune the base on this arm's subsample at ``seed``; score the held-out set."""
+        from train.run import sft
+
+        s = self.settings
+        idx = self.plan["_subsets"][arm.name][seed]
+        examples = [arm.examples[i] for i in idx]
+        steps = self.plan["steps"]
+        batch = int(s.train.get("batch_size", 8))
+        hp = {**s.train, "steps": steps, "eval_every": max(1, steps // max(1, s.eval_points)),
+              "eval_batches": math.ceil(len(self.heldout) / batch), "log_every": steps, "ckpt_every": 0}
+        t0 = time.perf_counter()
+        model, result = sft(model=self.base, tokenizer=self.tokenizer, examples=examples, hyperparams=hp,
+                            seed=seed, template=s.template, val_examples=self.heldout, quiet=True)
+        seconds = time.perf_counter() - t0
+        record = {"arm": arm.name, "seed": seed, "examples": len(examples),
+                  "answer_tokens": int(self.sizes[arm.name][idx].sum()), "steps": result.steps,
+                  "trained_tokens": result.tokens, "train_seconds": round(seconds, 2),
+                  "subset": self.plan["arms"][arm.name]["subsets"][seed],
+                  "train_loss": [round(x, 5) for x in result.losses],
+                  "val_curve": [[st, round(v, 5)] for st, v in result.val_losses],
+                  "heldout_loss": heldout_losses(model, self.tokenizer, self.heldout, s.template, s.max_len)}
+        if scorer is not None:
+            record.update(scorer(model, seed))
+        return record
+
+    def base_losses(self) -> dict:
+        """The base model's held-out answer loss with the right prompts and with mismatched ones
+        (each answer after the prompt of another held-out example; a seeded derangement)."""
+        s = self.settings
+        n = len(self.heldout)
+        perm = np.random.default_rng(0).permutation(n)
+        other = np.empty(n, dtype=int)
+        other[perm] = np.roll(perm, 1)  # example i takes the prompt of example other[i] != i
+        mismatched = [{"messages": self.heldout[j]["messages"][:-1] + self.heldout[i]["messages"][-1:]}
+                      for i, j in enumerate(other)]
+        return {"right": heldout_losses(self.base, self.tokenizer, self.heldout, s.template, s.max_len),
+                "mismatched": heldout_losses(self.base, self.tokenizer, mismatched, s.template, s.max_len)}
+
+
+def heldout_losses(model, tokenizer, heldout: list[dict], template: str, max_len: int) -> list[float]:
+    """Answer-token loss (nats/token) per held-out conversation (NaN where none is left)."""
+    from train.sft import answer_loss
+
+    return [round(x, 6) for x in answer_loss(model, tokenizer, heldout, template, batch_size=16, max_len=max_len)]
+
+
+def metric(results: dict[str, list[dict]], key: str = "heldout_loss") -> dict[str, np.ndarray]:
+    """arm -> array [seeds, prompts] of ``key`` from :meth:`Harness.run`'s results."""
+    return {arm: np.array([r[key] for r in runs], dtype=np.float64) for arm, runs in results.items()
+            if all(r.get(key) is not None for r in runs)}
+
+
+def _model_hash(model) -> str:
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False))
+    tmp.replace(path)

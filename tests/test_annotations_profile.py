@@ -1,0 +1,185 @@
+"""annotations.vendors / profile / report / cli: counts add up, the overlap matrix finds
+a planted shared subset, data is escaped in the HTML, and the page renders in Chromium."""
+import json
+import shutil
+import struct
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from curate.dedup.normalize import normalize_words
+from annotations.profile import profile_vendors
+from annotations.records import prompt_text
+from annotations.vendors import load_config, read_vendor
+from curate.cli import cli
+from curate.errors import CurateError
+
+ROOT = Path(__file__).resolve().parents[1]
+SECTIONS = ["summary", "lengths", "checks", "overlap", "worst"]
+SCRIPT = '<script>alert("owned")</script>'
+ODD_VENDOR = 'beta & <i>co</i>'
+
+
+@pytest.fixture(scope="module")
+def vendor_config(shared, tmp_path_factory):
+    """Three vendors from real data: beta resells 20 of alpha's prompts and sends one
+    truncated file; alpha has a record with a <script> and a placeholder planted."""
+    sft = shared / "data" / "sft"
+    tmp = tmp_path_factory.mktemp("vendors")
+    alpaca = json.loads((sft / "alpaca_en_demo.json").read_text())
+    alpha = alpaca[:100] + [{"instruction": "Greet the user.", "input": "",
+                             "output": f"Hello from {{{{name}}}}! {SCRIPT}"}]
+    (tmp / "alpha.json").write_text(json.dumps(alpha))
+    resold = alpaca[:20]  # the planted shared subset, as chat messages
+    beta = [{"messages": [{"role": "user", "content": (e["instruction"] + "\n\n" + e["input"]).strip()},
+                          {"role": "assistant", "content": e["output"]}]} for e in alpaca[100:180] + resold]
+    (tmp / "beta.jsonl").write_text("".join(json.dumps(e) + "\n" for e in beta))
+    text = json.dumps(alpaca[180:186])
+    (tmp / "beta_cut.json").write_text(text[: text.index(alpaca[184]["instruction"])])  # breaks inside element 4
+    for name in ("dpo_en_demo.json", "kto_en_demo.json"):
+        (tmp / name).write_text(json.dumps(json.loads((sft / name).read_text())[:60]))
+    (tmp / "config.yaml").write_text(f"""
+vendors:
+  - name: alpha
+    price_per_example: 0.5
+    files: [alpha.json]
+  - name: "{ODD_VENDOR}"
+    files:
+      - path: beta.jsonl
+      - path: beta_cut.json
+        annotator: night-shift
+  - name: gamma
+    files:
+      - dpo_en_demo.json
+      - path: kto_en_demo.json
+        format: kto
+""")
+    return tmp / "config.yaml"
+
+
+@pytest.fixture(scope="module")
+def profiled(shared, vendor_config, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    result = CliRunner().invoke(cli, ["vendors", "profile", str(vendor_config), "--out", str(out),
+                                      "--lid-model", str(shared / "models" / "lid.176.ftz"),
+                                      "--tokenizer", str(shared / "models" / "sentencepiece-32k-llama-style.model")])
+    assert result.exit_code == 0, result.output
+    return out, json.loads((out / "vendors.json").read_text())
+
+
+def test_counts_add_up(profiled):
+    out, profile = profiled
+    expected_read = {"alpha": 101, ODD_VENDOR: 100 + 5, "gamma": 60 + 60}
+    for name, read in expected_read.items():
+        c = profile["vendors"][name]["counts"]
+        assert c["read"] == read == c["kept"] + c["removed"] + c["rejected"]
+    beta = profile["vendors"][ODD_VENDOR]
+    assert beta["counts"]["rejected"] == 1 and beta["check_failures"]["bad_json"]["count"] == 1
+    assert [f["read"] for f in beta["files"]] == [100, 5] and [f["format"] for f in beta["files"]] == ["openai", "alpaca"]
+    rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    assert [(j["vendor"], j["line"], j["check"]) for j in rejects] == [(ODD_VENDOR, 4, "bad_json")]
+    assert profile["vendors"]["gamma"]["counts"]["kinds"] == {"preference": 60, "kto": 60}
+    alpha = profile["vendors"]["alpha"]
+    assert alpha["cost"] == 50.5 and alpha["cost_per_kept"] == round(50.5 / alpha["counts"]["kept"], 4)
+    assert alpha["lengths"]["answer_tokens"]["n"] == 101 and alpha["languages"]["en"] > 0.9
+    assert profile["skipped_checks"] == []
+
+
+def _shingles(text, n=3):
+    words = normalize_words(text).split()
+    return {tuple(words[i : i + n]) for i in range(max(len(words) - n + 1, 1))} if words else set()
+
+
+def _true_overlap(prompts, groups, names, threshold):
+    """Brute force over all pairs: exact Jaccard of word 3-gram sets."""
+    sets = [_shingles(p) for p in prompts]
+    hit = np.zeros((len(names), len(names)))
+    for i in range(len(sets)):
+        found = {groups[j] for j in range(len(sets))
+                 if j != i and len(sets[i] & sets[j]) / len(sets[i] | sets[j]) >= threshold}
+        for g in found:
+            hit[names.index(groups[i]), names.index(g)] += 1
+    sizes = np.array([groups.count(n) for n in names])
+    return hit / sizes[:, None]
+
+
+def test_overlap_matrix_finds_the_planted_subset(vendor_config):
+    datas = [read_vendor(v) for v in load_config(vendor_config)][:2]
+    profile = profile_vendors(datas)
+    names = profile["overlap"]["vendors"]
+    matrix = np.array(profile["overlap"]["matrix"])
+    prompts = [prompt_text(r) for d in datas for r in d.records]
+    groups = [d.vendor.name for d in datas for r in d.records]
+    assert np.allclose(matrix, _true_overlap(prompts, groups, names, 0.8), atol=1e-4)
+    # the plant: 20 of alpha's 101 prompts are resold by beta (104 records read whole)
+    assert matrix[0, 1] == round(20 / 101, 4) and matrix[1, 0] == round(20 / 104, 4)
+
+
+def test_html_is_escaped_and_self_contained(profiled):
+    out, _ = profiled
+    page = (out / "vendors.html").read_text()
+    assert "&lt;script&gt;alert(&quot;owned&quot;)&lt;/script&gt;" in page
+    assert "<script" not in page.lower()
+    assert "beta &amp; &lt;i&gt;co&lt;/i&gt;" in page and "<i>co</i>" not in page
+
+    class Collect(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.sections, self.links = [], []
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if tag == "section":
+                self.sections.append(attrs["id"])
+            self.links += [v for k, v in attrs.items() if k in ("src", "href")]
+
+    parser = Collect()
+    parser.feed(page)
+    assert parser.sections == SECTIONS
+    assert len(parser.links) >= 3 and all(v.startswith("data:image/png;base64,") for v in parser.links)
+
+
+def test_report_renders_in_headless_chromium(profiled, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium not installed (apt-get install -y chromium); .ci/run installs it")
+    out, _ = profiled
+    url = (out / "vendors.html").resolve().as_uri()
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}"]
+    shot = tmp_path / "shot.png"
+    dom = subprocess.run(flags + [f"--screenshot={shot}", "--window-size=1200,2000", "--dump-dom", url],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    header = shot.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", header[16:24]) == (1200, 2000)
+    for section in SECTIONS:
+        assert f'<section id="{section}">' in dom
+    assert "Prompt overlap between vendors" in dom and "Worst examples per check" in dom
+
+
+def test_example_config(shared):
+    """examples/vendors: 20 of bolt's chat prompts repeat acme's (SOURCES.md)."""
+    datas = [read_vendor(v) for v in load_config(ROOT / "examples" / "vendors" / "vendors.yaml")]
+    profile = profile_vendors(datas)
+    reads = {n: v["counts"]["read"] for n, v in profile["vendors"].items()}
+    assert reads == {"acme": 60, "bolt": 70, "cobalt": 50}
+    # 19 of the 20 reach Jaccard 0.8 on word 3-grams; the 20th glued two words when the
+    # vendor dropped the separator ("clarityThe idea"), true Jaccard 0.59
+    assert profile["overlap"]["matrix"][0][1] == round(19 / 60, 4)
+    assert profile["vendors"]["bolt"]["check_failures"]["placeholder"]["count"] >= 20
+
+
+def test_config_errors_are_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("vendors:\n  - name: x\n    files: [missing.json]\n")
+    with pytest.raises(CurateError, match="file not found"):
+        load_config(bad)
+    bad.write_text("vendors:\n  - name: x\n    price_per_example: cheap\n    files: [a.json]\n")
+    with pytest.raises(CurateError, match="price_per_example"):
+        load_config(bad)
+    result = CliRunner().invoke(cli, ["vendors", "profile", str(tmp_path / "nope.yaml"), "--out", str(tmp_path)])
+    assert result.exit_code == 2
