@@ -100,7 +100,7 @@ def fingerprint(obj) -> str:
 
 def _order(keys: list[str], seed: int, salt: str = "") -> np.ndarray:
     """Indices of ``keys`` sorted by a hash of (seed, salt, key); ties keep input order."""
-    h = np.array([xxhash.xxh64_intdigest(f"{seed}\x00{salt}\x00{k}") for k in keys], dtype=np.uint64)
+    h = np.array([xxhash.xxh64_intdigest(f"{seed}\x00{salt}\x00{k}".encode()) for k in keys], dtype=np.uint64)
     return np.argsort(h, kind="stable")
 
 

@@ -65,7 +65,7 @@ REFUSAL = re.compile(
     r"(?:i cannot|i can ?not|i can'?t|i'?m unable|i am unable|i'?m not able|i am not able|i won'?t)\b",
     re.IGNORECASE,
 )
-CLOSING = set(".!?…。！？\"'”’)]}>`*:;|") | {"\u3002"}
+CLOSING = set(".!?…。！？\"'”’)]}>`*:;|")
 WORD = re.compile(r"\w+")
 
 

@@ -23,9 +23,11 @@ def vendors_group():
               help="fastText lid.176 model for language checks [env CURATE_LID_MODEL].")
 @click.option("--tokenizer", type=click.Path(dir_okay=False, path_type=Path),
               help="SentencePiece .model for token lengths.")
+@click.option("--reward-model", type=click.Path(file_okay=False, path_type=Path),
+              help="A train/reward.py model directory: adds reward score distributions.")
 @click.option("--threshold", default=0.8, show_default=True, help="Near-duplicate Jaccard threshold.")
 @click.option("--seed", default=1, show_default=True, help="MinHash seed.")
-def profile_command(config, out, lid_model, tokenizer, threshold, seed):
+def profile_command(config, out, lid_model, tokenizer, reward_model, threshold, seed):
     """Read every vendor in CONFIG, run the checks, and write the profile.
 
     \b
@@ -33,15 +35,19 @@ def profile_command(config, out, lid_model, tokenizer, threshold, seed):
       curate vendors profile examples/vendors/vendors.yaml --out out/vendors
     """
     # Imported here: datasketch and matplotlib take seconds, and every `curate` command loads this module.
-    from annotations.profile import profile_vendors
+    from annotations.profile import profile_vendors, reward_model_scorer
     from annotations.report import render_html
     from annotations.vendors import load_config, read_vendor
 
     for option, path in (("--lid-model", lid_model), ("--tokenizer", tokenizer)):
         if path is not None and not path.is_file():
             raise CurateError(f"{option}: file not found: {path}")
+    if reward_model is not None and not reward_model.is_dir():
+        raise CurateError(f"--reward-model: directory not found: {reward_model}")
     datas = [read_vendor(v) for v in load_config(config)]
-    profile = profile_vendors(datas, lid_model=lid_model, tokenizer=tokenizer, threshold=threshold, seed=seed)
+    scorers = {"reward": reward_model_scorer(reward_model)} if reward_model else None
+    profile = profile_vendors(datas, lid_model=lid_model, tokenizer=tokenizer, threshold=threshold, seed=seed,
+                              scorers=scorers)
     out.mkdir(parents=True, exist_ok=True)
     (out / "vendors.json").write_text(json.dumps(profile, indent=1, ensure_ascii=False), encoding="utf-8")
     (out / "vendors.html").write_text(render_html(profile, f"Vendor profile: {config.name}"), encoding="utf-8")

@@ -13,7 +13,8 @@ Formats (``FORMATS``), detected from the keys of the first object in a file:
 * ``kto`` -- ``label`` (bool) with ``messages`` or ``conversations``, or ``prompt`` + ``completion``.
 
 Files are JSONL (one object a line; ``line`` is 1-based) or a JSON array (``line`` is the
-0-based element index). A truncated array keeps every element before the break and rejects
+0-based element index); a ``.json`` file holding one object is element 0, and one holding
+JSON lines is read as JSONL. A truncated array keeps every element before the break and rejects
 the rest as one ``bad_json`` reject. Elements that cannot become records go to rejects with
 the check that failed: ``bad_json``, ``wrong_types``, ``missing_fields``, ``unknown_format``.
 A file's ``read`` count is records + rejects.
@@ -203,7 +204,16 @@ def iter_elements(path: Path) -> Iterator[tuple[int, Any, str, str | None]]:
     """Yield ``(line, obj, raw, error)`` for each element of a JSON array or JSONL file;
     ``error`` is set (and ``obj`` None) when the element is not valid JSON."""
     text = path.read_text(encoding="utf-8", errors="replace")
-    if path.suffix == ".jsonl" or not text.lstrip().startswith("["):
+    start = text.lstrip()[:1]
+    if path.suffix != ".jsonl" and start == "{":
+        try:
+            whole = json.loads(text)
+        except json.JSONDecodeError:
+            whole = None  # not one object: JSON lines in a .json file
+        if whole is not None:
+            yield 0, whole, "", None
+            return
+    if path.suffix == ".jsonl" or start != "[":
         for number, raw in enumerate(text.splitlines(), start=1):
             if not raw.strip():
                 continue

@@ -17,13 +17,16 @@ Definitions (the numbers in the report mean exactly this):
   the diagonal counts partners within the vendor (its near-duplicate rate).
 * failure rate of a check: records (or rejects, for parse checks) failing it / read.
 * language: fastText lid.176 on the first answer; ``und`` when less sure than 0.5.
+* scores (``scorers``, e.g. a reward model): each record's taught answer (the last
+  assistant turn, or ``chosen``) given its prompt; for preference pairs also
+  ``rejected``, and the agreement: share of pairs where chosen scores higher.
 """
 from __future__ import annotations
 
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -33,6 +36,9 @@ from annotations.records import render, prompt_text
 from annotations.vendors import VendorData
 
 LENGTH_EDGES = [0] + [2**k for k in range(16)]  # log2 bins, in words or tokens
+SCORE_BINS = 20
+# (prompt message lists, answers) -> one score per answer; NaN where it cannot score
+Scorer = Callable[[list[list[dict]], list[str]], list[float]]
 WORDS = re.compile(r"\w+")
 
 
@@ -52,7 +58,8 @@ def _distinct(words: list[str], n: int) -> float:
 
 def profile_vendors(datas: list[VendorData], lid_model: str | Path | None = None,
                     tokenizer: str | Path | None = None, threshold: float = 0.8, num_perm: int = 128,
-                    seed: int = 1, max_turn_chars: int = 16_000, samples: int = 3) -> dict[str, Any]:
+                    seed: int = 1, max_turn_chars: int = 16_000, samples: int = 3,
+                    scorers: dict[str, Scorer] | None = None) -> dict[str, Any]:
     """Profile vendors already read with :func:`annotations.vendors.read_vendor`.
 
     Args:
@@ -61,6 +68,8 @@ def profile_vendors(datas: list[VendorData], lid_model: str | Path | None = None
         tokenizer: SentencePiece ``.model`` path for token lengths; without it, words only.
         threshold, num_perm, seed: near-duplicate settings (Jaccard, MinHash permutations).
         samples: worst examples kept per check and vendor (default 3).
+        scorers: name -> :data:`Scorer` (e.g. :func:`reward_model_scorer`); their score
+            distributions per vendor go to ``result["scores"]``.
     """
     checker = Checker(lid_model=lid_model, max_turn_chars=max_turn_chars)
     sp = None
@@ -88,7 +97,47 @@ def profile_vendors(datas: list[VendorData], lid_model: str | Path | None = None
     result["overlap"] = {"vendors": names, "matrix": np.round(matrix, 4).tolist()}
     for k, name in enumerate(names):
         result["vendors"][name]["near_duplicate_rate"] = round(float(matrix[k, k]), 4)
+    result["scores"] = {name: _score_vendors(datas, scorer) for name, scorer in (scorers or {}).items()}
     return result
+
+
+def _score_vendors(datas: list[VendorData], scorer: Scorer) -> dict[str, Any]:
+    per_vendor, agreement = {}, {}
+    for data in datas:
+        records = data.records
+        taught = [r.chosen if r.kind == "preference" else (r.answers() or [""])[-1] for r in records]
+        per_vendor[data.vendor.name] = np.asarray(scorer([r.prompt_messages() for r in records], taught), float)
+        pairs = [r for r in records if r.kind == "preference"]
+        if pairs:
+            rejected = np.asarray(scorer([r.prompt for r in pairs], [r.rejected for r in pairs]), float)
+            chosen = per_vendor[data.vendor.name][[i for i, r in enumerate(records) if r.kind == "preference"]]
+            ok = ~(np.isnan(chosen) | np.isnan(rejected))
+            agreement[data.vendor.name] = round(float((chosen[ok] > rejected[ok]).mean()), 4) if ok.any() else None
+    values = np.concatenate(list(per_vendor.values()) or [np.zeros(0)])
+    values = values[~np.isnan(values)]
+    lo, hi = (float(values.min()), float(values.max())) if len(values) else (0.0, 1.0)
+    edges = np.linspace(lo, hi if hi > lo else lo + 1, SCORE_BINS + 1)
+    out: dict[str, Any] = {"edges": np.round(edges, 6).tolist(), "vendors": {}, "preference_agreement": agreement}
+    for name, v in per_vendor.items():
+        v = v[~np.isnan(v)]
+        out["vendors"][name] = {"n": len(v), "unscored": int(len(per_vendor[name]) - len(v))}
+        if len(v):
+            out["vendors"][name].update({
+                "mean": round(float(v.mean()), 4), "p10": round(float(np.percentile(v, 10)), 4),
+                "p50": round(float(np.median(v)), 4), "p90": round(float(np.percentile(v, 90)), 4),
+                "histogram": np.histogram(v, bins=edges)[0].tolist()})
+    return out
+
+
+def reward_model_scorer(path: str | Path) -> Scorer:
+    """A :data:`Scorer` from a reward-model directory written by ``train.reward``
+    (its weights and tokenizer); scores with the model's own template and max_len."""
+    from train.reward import RewardModel, score
+    from train.tokenizer import Tokenizer
+
+    model = RewardModel.load(path).eval()
+    tokenizer = Tokenizer.from_file(path)
+    return lambda prompts, answers: score(model, tokenizer, prompts, answers)
 
 
 def _profile_one(data: VendorData, checker: Checker, sp, samples: int) -> dict[str, Any]:

@@ -3,7 +3,7 @@ self-contained HTML page: plots are inline PNG data URIs drawn with matplotlib's
 backend, there is no script and no external link, and every string that came from
 data or config passes through ``html.escape``.
 
-Sections (``<section id=...>``): summary, lengths, checks, overlap, worst.
+Sections (``<section id=...>``): summary, lengths, checks, overlap, scores, worst.
 """
 from __future__ import annotations
 
@@ -141,6 +141,26 @@ def _overlap(profile: dict) -> str:
             f"within-vendor near-duplicate rate.</p>" + _png(fig) + _table(["vendor", *names], rows))
 
 
+def _scores(profile: dict) -> str:
+    head = "<h2>Score distributions</h2>"
+    if not profile.get("scores"):
+        return head + '<p class="note">No scorer given (curate vendors profile --reward-model DIR adds reward-model scores).</p>'
+    parts = [head]
+    for name, s in profile["scores"].items():
+        fig, ax = plt.subplots(figsize=(6, 3))
+        for vendor, v in s["vendors"].items():
+            if v.get("histogram") and sum(v["histogram"]):
+                ax.stairs(np.asarray(v["histogram"]) / sum(v["histogram"]), s["edges"], label=vendor)
+        ax.set_xlabel(name)
+        ax.set_ylabel("share of vendor")
+        ax.legend(fontsize=8)
+        rows = [[vendor, v["n"], v["unscored"], v.get("mean"), v.get("p10"), v.get("p50"), v.get("p90"),
+                 s["preference_agreement"].get(vendor)] for vendor, v in s["vendors"].items()]
+        parts += [f"<h3>{escape(name)}</h3>", _png(fig),
+                  _table(["vendor", "scored", "unscored", "mean", "p10", "p50", "p90", "chosen > rejected"], rows)]
+    return "".join(parts)
+
+
 def _worst(profile: dict) -> str:
     parts = ["<h2>Worst examples per check</h2><p>Per check and vendor, the failing records that fail "
              "the most checks overall.</p>"]
@@ -160,7 +180,7 @@ def _worst(profile: dict) -> str:
 def render_html(profile: dict, title: str = "Vendor profile") -> str:
     """The whole report as one HTML string."""
     sections = [("summary", _summary), ("lengths", _lengths), ("checks", _checks),
-                ("overlap", _overlap), ("worst", _worst)]
+                ("overlap", _overlap), ("scores", _scores), ("worst", _worst)]
     body = "".join(f'<section id="{sid}">{make(profile)}</section>' for sid, make in sections)
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
             f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1>{body}</body></html>")

@@ -21,6 +21,8 @@ Documents that are not annotation records (no ``meta["kind"]``) pass through
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from annotations.checks import CHECKS, Checker
 from annotations.records import KINDS, from_document
 from curate.pipeline.step import Step, register
@@ -47,6 +49,8 @@ class AnnotationChecks(Step):
         bad = [s for s in remove if s not in SEVERITIES]
         if bad:
             raise ValueError(f"remove: unknown severities {bad}; use {SEVERITIES}")
+        if lid_model is not None and not Path(lid_model).is_file():
+            raise ValueError(f"lid_model: file not found: {lid_model}")
         self.checker_args = dict(names=checks, lid_model=lid_model, max_turn_chars=max_turn_chars)
         self.remove = set(remove)
         self.checker: Checker | None = None

@@ -94,6 +94,9 @@ def _vendor_file(spec: Any, base: Path, where: str, annotator: str | None) -> Ve
         spec = {"path": spec}
     if not isinstance(spec, dict) or not isinstance(spec.get("path"), str):
         raise CurateError(f"{where}: each file needs a 'path'")
+    unknown = set(spec) - {"path", "format", "annotator"}
+    if unknown:
+        raise CurateError(f"{where}: file {spec['path']!r} has unknown keys {sorted(unknown)}")
     fmt = spec.get("format")
     if fmt is not None and fmt not in FORMATS:
         raise CurateError(f"{where}: unknown format {fmt!r}; known: {', '.join(FORMATS)}")

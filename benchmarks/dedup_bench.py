@@ -14,6 +14,7 @@ start, reading, hashing, clustering, writing); peak memory is the largest sum
 of RSS over the tool's process tree (sampled every 50 ms).
 
     python benchmarks/dedup_bench.py [--docs 20000] [--workers 2] [--skip-peers]
+    python benchmarks/dedup_bench.py --scale 10000000   # reduce on N synthetic signatures: time, RAM, disk
 
 The peers run from a virtual environment this script creates under /tmp
 (datatrove[processing] with spacy, text-dedup; needs PyPI the first time).
@@ -38,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CURATE_SHARED", ROOT.parent / "shared")) / "data"
 WORK = Path("/tmp/curate_dedup_bench")
 VENV = Path("/tmp/dedup_bench_venv")
-PEER_PACKAGES = ["datatrove[processing]==0.10.1", "spacy", "text-dedup==0.4.0", "xxhash<4"]
+PEER_PACKAGES = ["datatrove[processing]==0.10.1", "orjson", "spacy", "text-dedup==0.4.0", "xxhash<4"]
 NGRAM, NUM_PERM, THRESHOLD = 5, 128, 0.8
 
 
@@ -220,7 +221,7 @@ def run_curate(corpus: Path, workers: int) -> tuple[float, int, set[str], str]:
     g = json.loads((out / "stats.json").read_text())["steps"][-1]["global"]
     from curate.dedup.minhash import optimal_bands
 
-    b, r = optimal_bands(THRESHOLD, NUM_PERM, 0.1, 0.9)
+    b, r = optimal_bands(THRESHOLD, NUM_PERM, 0.05, 0.95)
     return seconds, peak, kept, f"{b}x{r}, verified ({g['rejected_pairs']} of {g['candidate_pairs']} rejected)"
 
 
@@ -233,19 +234,20 @@ from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import JsonlWriter
 from datatrove.utils.hashing import HashConfig
 
-corpus, out, workers, files = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-config = MinhashConfig(n_grams=5, num_buckets=16, hashes_per_bucket=8, hash_config=HashConfig(precision=64))
-read = lambda: JsonlReader(corpus, glob_pattern="part-*.jsonl", id_key="id", text_key="text")
-stages = [
-    ([read(), MinhashDedupSignature(output_folder=f"{out}/sigs", config=config)], files),
-    ([MinhashDedupBuckets(input_folder=f"{out}/sigs", output_folder=f"{out}/buckets", config=config)], 16),
-    ([MinhashDedupCluster(input_folder=f"{out}/buckets", output_folder=f"{out}/remove_ids", config=config)], 1),
-    ([read(), MinhashDedupFilter(input_folder=f"{out}/remove_ids"), JsonlWriter(f"{out}/kept", compression=None)],
-     files),
-]
-for i, (pipeline, tasks) in enumerate(stages):
-    LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=min(workers, tasks),
-                          logging_dir=f"{out}/logs/stage{i}").run()
+if __name__ == "__main__":  # its worker processes re-import this file
+    corpus, out, workers, files = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    config = MinhashConfig(n_grams=5, num_buckets=16, hashes_per_bucket=8, hash_config=HashConfig(precision=64))
+    read = lambda: JsonlReader(corpus, glob_pattern="part-*.jsonl", id_key="id", text_key="text")
+    stages = [
+        ([read(), MinhashDedupSignature(output_folder=f"{out}/sigs", config=config)], files),
+        ([MinhashDedupBuckets(input_folder=f"{out}/sigs", output_folder=f"{out}/buckets", config=config)], 16),
+        ([MinhashDedupCluster(input_folder=f"{out}/buckets", output_folder=f"{out}/remove_ids", config=config)], 1),
+        ([read(), MinhashDedupFilter(input_folder=f"{out}/remove_ids"), JsonlWriter(f"{out}/kept", compression=None)],
+         files),
+    ]
+    for i, (pipeline, tasks) in enumerate(stages):
+        LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=min(workers, tasks),
+                              logging_dir=f"{out}/logs/stage{i}").run()
 '''
 
 
@@ -277,12 +279,57 @@ def run_text_dedup(corpus: Path, workers: int) -> tuple[float, int, set[str], st
 
 
 def ensure_venv() -> None:
-    if (VENV / "bin/python").exists() and subprocess.run(
-            [str(VENV / "bin/python"), "-c", "import datatrove, text_dedup, spacy"], capture_output=True).returncode == 0:
+    check = [str(VENV / "bin/python"), "-c", "import datatrove, orjson, text_dedup, spacy"]
+    if (VENV / "bin/python").exists() and subprocess.run(check, capture_output=True).returncode == 0:
         return
     print(f"creating {VENV} with {' '.join(PEER_PACKAGES)} ...", flush=True)
     subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
     subprocess.run([str(VENV / "bin/pip"), "install", "-q", *PEER_PACKAGES], check=True)
+
+
+SCALE_CHILD = '''
+import json, resource, sys, time
+import numpy as np
+from pathlib import Path
+from curate.pipeline.step import build_step
+
+phase, work, n, shard_size = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+step = build_step({"step": "minhash_dedup"})
+n_shards = -(-n // shard_size)
+t0 = time.perf_counter()
+if phase == "index":  # random signatures; 1% of rows are copies of shard 0 rows with 8 of 128 values changed
+    rng = np.random.default_rng(0)
+    sources = rng.integers(0, 2**32, (shard_size, 128), dtype=np.uint32)
+    for s in range(n_shards):
+        rows = min(shard_size, n - s * shard_size)
+        sig = sources[:rows].copy() if s == 0 else rng.integers(0, 2**32, (rows, 128), dtype=np.uint32)
+        planted = rng.choice(rows, rows // 100, replace=False) if s else np.zeros(0, np.int64)
+        sig[planted] = sources[rng.integers(0, shard_size, len(planted))]
+        changed = rng.integers(0, 128, (len(planted), 8))
+        sig[planted[:, None], changed] = rng.integers(0, 2**32, changed.shape, dtype=np.uint32)
+        step._write_shard(work, f"{s:05d}", sig, np.ones(rows, bool), np.full(rows, 100), np.zeros(rows),
+                          [f"d{s}_{r}" for r in range(rows)])
+    figures = {}
+else:
+    figures = step.reduce(work, n_shards)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"seconds": round(time.perf_counter() - t0, 1), "peak_rss_mib": round(peak),
+                  "removed": figures.get("removed"), "candidate_pairs": figures.get("candidate_pairs")}))
+'''
+
+
+def scale(n: int, shard_size: int = 250_000) -> None:
+    """Index then reduce ``n`` synthetic signatures; print time, peak RSS and disk."""
+    work = WORK / f"scale-{n}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    for phase in ("index", "reduce"):
+        out = subprocess.run([sys.executable, "-c", SCALE_CHILD, phase, str(work), str(n), str(shard_size)],
+                             capture_output=True, text=True, check=True).stdout
+        print(f"{phase}: {out.strip()}", flush=True)
+    disk = sum(f.stat().st_size for f in work.iterdir())
+    print(f"index on disk: {disk / 2**30:.2f} GiB ({disk / n:.0f} bytes per document)")
+    shutil.rmtree(work)
 
 
 def machine() -> str:
@@ -295,9 +342,12 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=20000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--skip-peers", action="store_true", help="only run curate")
+    ap.add_argument("--scale", type=int, default=0, help="instead: reduce N synthetic signatures (RAM, time)")
     args = ap.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     print(f"machine: {machine()}")
+    if args.scale:
+        return scale(args.scale)
     corpus, truth = build_corpus(args.docs)
     copies = sum(1 for d in truth if d.startswith("c"))
     print(f"corpus: {len(truth)} documents ({copies} planted copies) in {corpus}")

@@ -13,3 +13,15 @@ def shared() -> Path:
     if not (SHARED / "data").is_dir():
         pytest.skip(f"shared data not found at {SHARED} (set CURATE_SHARED to its path)")
     return SHARED
+
+
+@pytest.fixture
+def torch_one_thread():
+    """One torch thread for the test: on 2 shared cores, small matmuls with more OpenMP threads only
+    wait on each other (100x slower under load)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

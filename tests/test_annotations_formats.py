@@ -183,3 +183,18 @@ def test_jsonl_bad_lines_and_bad_turns(tmp_path):
 
     records, rejects = read_file(_write(tmp_path, "odd.jsonl", [{"weird": 1}]))
     assert records == [] and [(j.line, j.check) for j in rejects] == [(1, "unknown_format")]
+
+
+def test_json_file_holding_one_object_or_json_lines(tmp_path):
+    element = {"instruction": "Say hi.", "input": "", "output": "Hi."}
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps(element, indent=2))
+    (rec,), rejects = read_file(one)
+    assert rec.line == 0 and rec.original == element and rejects == []
+    lines = tmp_path / "lines.json"
+    lines.write_text(json.dumps(element) + "\n" + json.dumps(element) + "\n")
+    records, rejects = read_file(lines)
+    assert [r.line for r in records] == [1, 2] and rejects == []
+    empty = tmp_path / "empty.json"
+    empty.write_text("")
+    assert read_file(empty) == ([], [])

@@ -14,12 +14,13 @@ from click.testing import CliRunner
 from curate.dedup.normalize import normalize_words
 from annotations.profile import profile_vendors
 from annotations.records import prompt_text
+from annotations.report import render_html
 from annotations.vendors import load_config, read_vendor
 from curate.cli import cli
 from curate.errors import CurateError
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ["summary", "lengths", "checks", "overlap", "worst"]
+SECTIONS = ["summary", "lengths", "checks", "overlap", "scores", "worst"]
 SCRIPT = '<script>alert("owned")</script>'
 ODD_VENDOR = 'beta & <i>co</i>'
 
@@ -41,7 +42,7 @@ def vendor_config(shared, tmp_path_factory):
     text = json.dumps(alpaca[180:186])
     (tmp / "beta_cut.json").write_text(text[: text.index(alpaca[184]["instruction"])])  # breaks inside element 4
     for name in ("dpo_en_demo.json", "kto_en_demo.json"):
-        (tmp / name).write_text(json.dumps(json.loads((sft / name).read_text())[:60]))
+        (tmp / name).write_text(json.dumps(json.loads((sft / name).read_text())[:40]))
     (tmp / "config.yaml").write_text(f"""
 vendors:
   - name: alpha
@@ -62,9 +63,27 @@ vendors:
 
 
 @pytest.fixture(scope="module")
-def profiled(shared, vendor_config, tmp_path_factory):
+def reward_model(shared, tmp_path_factory):
+    """A tiny randomly initialised train.reward model with the shared tokenizer: its scores
+    mean nothing, but they are real outputs of the scoring path."""
+    import torch
+
+    from train.model import Llama, get_config
+    from train.reward import RewardModel
+
+    torch.manual_seed(0)
+    cfg = get_config({"dim": 32, "n_layers": 1, "n_heads": 2, "vocab_size": 32000, "multiple_of": 16,
+                      "max_seq_len": 64})
+    path = tmp_path_factory.mktemp("rm") / "rm"
+    RewardModel(Llama(cfg), {"max_len": 64}).save(path, shared / "models" / "sentencepiece-32k-llama-style.model")
+    return path
+
+
+@pytest.fixture(scope="module")
+def profiled(shared, vendor_config, reward_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     result = CliRunner().invoke(cli, ["vendors", "profile", str(vendor_config), "--out", str(out),
+                                      "--reward-model", str(reward_model),
                                       "--lid-model", str(shared / "models" / "lid.176.ftz"),
                                       "--tokenizer", str(shared / "models" / "sentencepiece-32k-llama-style.model")])
     assert result.exit_code == 0, result.output
@@ -73,7 +92,7 @@ def profiled(shared, vendor_config, tmp_path_factory):
 
 def test_counts_add_up(profiled):
     out, profile = profiled
-    expected_read = {"alpha": 101, ODD_VENDOR: 100 + 5, "gamma": 60 + 60}
+    expected_read = {"alpha": 101, ODD_VENDOR: 100 + 5, "gamma": 40 + 40}
     for name, read in expected_read.items():
         c = profile["vendors"][name]["counts"]
         assert c["read"] == read == c["kept"] + c["removed"] + c["rejected"]
@@ -82,7 +101,7 @@ def test_counts_add_up(profiled):
     assert [f["read"] for f in beta["files"]] == [100, 5] and [f["format"] for f in beta["files"]] == ["openai", "alpaca"]
     rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
     assert [(j["vendor"], j["line"], j["check"]) for j in rejects] == [(ODD_VENDOR, 4, "bad_json")]
-    assert profile["vendors"]["gamma"]["counts"]["kinds"] == {"preference": 60, "kto": 60}
+    assert profile["vendors"]["gamma"]["counts"]["kinds"] == {"preference": 40, "kto": 40}
     alpha = profile["vendors"]["alpha"]
     assert alpha["cost"] == 50.5 and alpha["cost_per_kept"] == round(50.5 / alpha["counts"]["kept"], 4)
     assert alpha["lengths"]["answer_tokens"]["n"] == 101 and alpha["languages"]["en"] > 0.9
@@ -117,6 +136,25 @@ def test_overlap_matrix_finds_the_planted_subset(vendor_config):
     assert np.allclose(matrix, _true_overlap(prompts, groups, names, 0.8), atol=1e-4)
     # the plant: 20 of alpha's 101 prompts are resold by beta (104 records read whole)
     assert matrix[0, 1] == round(20 / 101, 4) and matrix[1, 0] == round(20 / 104, 4)
+
+
+def test_reward_scores_per_vendor(profiled, vendor_config, reward_model):
+    from train.reward import RewardModel, score
+    from train.tokenizer import Tokenizer
+
+    _, profile = profiled
+    scores = profile["scores"]["reward"]
+    for name, v in profile["vendors"].items():
+        c = v["counts"]
+        assert scores["vendors"][name]["n"] + scores["vendors"][name]["unscored"] == c["read"] - c["rejected"]
+    # the agreement figure, recomputed straight from train.reward on gamma's pairs
+    gamma = [read_vendor(v) for v in load_config(vendor_config)][2].records
+    pairs = [r for r in gamma if r.kind == "preference"]
+    model, tokenizer = RewardModel.load(reward_model).eval(), Tokenizer.from_file(reward_model)
+    chosen = np.array(score(model, tokenizer, [r.prompt for r in pairs], [r.chosen for r in pairs]))
+    rejected = np.array(score(model, tokenizer, [r.prompt for r in pairs], [r.rejected for r in pairs]))
+    assert scores["preference_agreement"] == {"gamma": round(float((chosen > rejected).mean()), 4)}
+    assert scores["vendors"]["gamma"]["n"] == 80 and sum(scores["vendors"]["gamma"]["histogram"]) == 80
 
 
 def test_html_is_escaped_and_self_contained(profiled):
@@ -183,3 +221,17 @@ def test_config_errors_are_one_line(tmp_path):
         load_config(bad)
     result = CliRunner().invoke(cli, ["vendors", "profile", str(tmp_path / "nope.yaml"), "--out", str(tmp_path)])
     assert result.exit_code == 2
+
+
+def test_odd_records_do_not_crash_the_profile(tmp_path):
+    odd = [{"messages": []}, {"messages": [{"role": "system", "content": "Be nice."}]},
+           {"messages": [{"role": "user", "content": "Hi"}]}, {"messages": [{"role": "assistant", "content": ""}]}]
+    (tmp_path / "odd.jsonl").write_text("".join(json.dumps(o) + "\n" for o in odd) + "{broken\n")
+    (tmp_path / "v.yaml").write_text("vendors:\n  - name: odd\n    files: [odd.jsonl]\n")
+    datas = [read_vendor(v) for v in load_config(tmp_path / "v.yaml")]
+    profile = profile_vendors(datas, scorers={"words": lambda prompts, answers: [len(a.split()) for a in answers]})
+    v = profile["vendors"]["odd"]
+    assert v["counts"] == {"read": 5, "kept": 0, "removed": 4, "rejected": 1, "kinds": {"sft": 4}, "annotators": 0}
+    assert v["check_failures"]["role_order"]["count"] == 4 and v["check_failures"]["bad_json"]["count"] == 1
+    assert profile["scores"]["words"]["vendors"]["odd"]["n"] == 4
+    assert "<section id=\"worst\">" in render_html(profile)

@@ -6,9 +6,11 @@ from pathlib import Path
 import yaml
 from click.testing import CliRunner
 
-from annotations.records import from_document
+from annotations.checks import CHECKS, Checker
+from annotations.records import from_document, prompt_text
 from annotations.vendors import load_config, read_vendor
 from curate.cli import cli
+from curate.dedup.normalize import normalize_exact
 from curate.pipeline.runner import run_pipeline
 from curate.record import Document
 
@@ -31,11 +33,17 @@ def test_export_then_curate_run(tmp_path):
            for line in f.read_text().splitlines()]
     back = [from_document(Document(o["id"], o["text"], o["source"], o["meta"])) for o in out]
     assert back and all(r == records[r.id] for r in back)  # every field survived the run
-    steps = {s["name"] if "name" in s else s["step"]: s for s in stats["steps"]} if isinstance(stats.get("steps"), list) else None
-    # every record is accounted for: written + removed by some step = read
     assert stats["read"] == len(records) == len(out) + stats["removed"]
+
+    # each step removed what an independent count says it should
+    checker = Checker()
+    passed = [r for r in records.values()
+              if not any(CHECKS[name].severity == "error" for name in checker.run(r))]
+    prompts = [normalize_exact(prompt_text(r)) for r in passed]
+    removed = {s["step"]: s["removed"] for s in stats["steps"]}
+    assert removed["annotation_checks"] == len(records) - len(passed)
+    assert removed["exact_dedup"] == len(prompts) - len(set(prompts))
     flagged = [o for o in out if "flags" in o["meta"]]
     assert all(set(o["meta"]["flags"]) <= {"truncated", "copies_prompt", "too_long", "refusal"} for o in flagged)
     # bolt's templated intros ({{name}}) never make it through
     assert not any("{{name}}" in o["text"] for o in out)
-    assert steps is None or steps

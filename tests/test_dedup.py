@@ -66,9 +66,10 @@ def planted(texts):
             base.append(t)
     docs = [Document(f"orig{i}", t) for i, t in enumerate(base)]
     truth = set()
+    n_words = [len(t.split()) for t in base]
     for j in range(120):
         edits = j % 4  # 0: exact copy up to case and whitespace; else 1..3 word substitutions
-        src = rng.choice([i for i, t in enumerate(base) if len(t.split()) >= 100 * edits])
+        src = rng.choice([i for i, n in enumerate(n_words) if n >= 100 * edits])
         if edits == 0:  # ASCII words only: "ß".upper().lower() is "ss", a different text
             text = "  ".join(w.upper() if w.isascii() else w for w in base[src].split())
         else:
@@ -224,7 +225,8 @@ def test_incremental_against_saved_index(texts, tmp_path):
 def test_exact_normalisation_and_bad_input(tmp_path):
     docs = [Document("a", "Café  au lait\n"), Document("b", "cafe\u0301 AU lait"),  # NFC + case + spaces
             Document("c", "café au lait!"), Document("d", ""), Document("e", ""),
-            Document("f", "x", meta={"prompt": ["list", "value"]}), Document("g", "y", meta={"prompt": ["list", "value"]})]
+            Document("f", "x", meta={"prompt": ["list", "value"]}),
+            Document("g", "y", meta={"prompt": ["list", "value"]})]
     _, kept, removed = run_step({"step": "exact_dedup"}, docs, 2, tmp_path / "1")
     assert [x.doc.id for x in removed] == ["b"]  # empty texts are never deduped
     _, _, removed = run_step({"step": "exact_dedup", "lowercase": False}, docs, 2, tmp_path / "2")
@@ -248,3 +250,48 @@ def test_union_find_matches_scipy_components():
     # same partition: a bijection between root ids and scipy labels, roots are the minima
     assert len(set(zip(roots, labels))) == len(set(labels)) == len(set(roots))
     assert all(roots[r] == r and r <= i for i, r in enumerate(roots))
+
+
+def test_empty_shard_and_all_empty_texts(tmp_path):
+    docs = [Document("a", "same words here"), Document("b", "Same words here!"), Document("c", "")]
+    step = build_step({"step": "minhash_dedup"})
+    step.index([], 0, tmp_path)
+    step.index(docs, 1, tmp_path)
+    step.index([Document("z", "")], 2, tmp_path)
+    stats = step.reduce(tmp_path, 3)
+    assert stats["skipped_empty"] == 2 and stats["removed"] == 1
+    assert step.apply([], 0, tmp_path) == ([], [])
+    kept, removed = step.apply(docs, 1, tmp_path)
+    assert [d.id for d in kept] == ["a", "c"] and removed[0].reason == "near_duplicate of a"
+
+
+def test_cli_matches_curate_run(planted, tmp_path):
+    import pyarrow.parquet as pq
+    from click.testing import CliRunner
+
+    from curate.cli import cli
+    from curate.dedup.cli import dedup_config
+    from curate.pipeline.runner import run_pipeline
+
+    docs, _ = planted
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"id": d.id, "text": d.text}) + "\n" for d in docs))
+    result = CliRunner().invoke(cli, ["dedup", str(src), "--out", str(tmp_path / "cli"), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    run_pipeline(dedup_config([str(src)], str(tmp_path / "run")), workers=1, quiet=True)
+
+    def outputs(out):
+        kept = sorted(i for f in (out / "data").glob("*.parquet") for i in pq.read_table(f).column("id").to_pylist())
+        removed = sorted((r["id"], r["reason"], r["extra"]) for f in (out / "removed").glob("*.parquet")
+                         for r in pq.read_table(f).to_pylist())
+        stats = json.loads((out / "stats.json").read_text())
+        return kept, removed, [(s["step"], s["in"], s["removed"]) for s in stats["steps"]]
+
+    assert outputs(tmp_path / "cli") == outputs(tmp_path / "run")
+    kept, removed, steps = outputs(tmp_path / "cli")
+    assert f"documents in:            {len(docs)}" in result.output
+    assert f"kept:                    {len(kept)}" in result.output
+    assert f"exact duplicates:        {steps[0][2]}" in result.output and steps[0][2] > 0
+    assert len(kept) + len(removed) == len(docs)
+    bad = CliRunner().invoke(cli, ["dedup", str(src), "--out", str(tmp_path / "x"), "--keep", "score"])
+    assert bad.exit_code == 2 and "--score-key" in bad.output

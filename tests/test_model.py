@@ -4,14 +4,7 @@ import torch
 from train.model import CONFIGS, Llama, get_config
 
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny matmuls on 2 shared cores: extra OpenMP threads only wait on each other
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def small_cfg(**kw):

@@ -12,13 +12,7 @@ from train.model import Llama, get_config
 
 transformers = pytest.importorskip("transformers")
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 # GQA (4 query heads share 2 kv heads) and a SwiGLU width the 8/3 rule would not give

@@ -53,21 +53,12 @@ def corpus(shared, tmp_path_factory) -> dict:
     long_enough = [i for i in picked if len(json.loads(c4[i])["text"].split()) >= 150]
     copies = [json.dumps({"text": edit_one_word(json.loads(c4[i])["text"], rng)}) for i in long_enough]
     (data / "d-copies.jsonl").write_text("\n".join(copies) + "\n")
-    steps = [*available_filters(), {"step": "exact_dedup"}, {"step": "minhash_dedup", "threshold": 0.8}]
+    steps = [{"step": "length", "min_words": 50}, {"step": "gopher_quality"}, {"step": "c4_quality"},
+             {"step": "exact_dedup"}, {"step": "minhash_dedup", "threshold": 0.8}]
     config = {"inputs": [{"path": str(data), "shard_bytes": 250_000}], "steps": steps, "batch_size": 64,
               "output": {"dir": str(root / "unused")}}
     return {"config": config, "root": root, "planted": [f"a-c4.jsonl:{i + 1}" for i in long_enough],
             "n_copies": len(copies)}
-
-
-def available_filters() -> list[dict]:
-    """Per-shard filters registered by curate.filters (a heuristic quality filter and a
-    length filter if present): the pipeline under test mixes filters and dedup."""
-    from curate.pipeline.step import REGISTRY, _import_builtin_steps
-
-    _import_builtin_steps()
-    wanted = ["gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality", "length"]
-    return [{"step": name} for name in wanted if name in REGISTRY]
 
 
 def output_of(out: Path) -> dict:
@@ -99,11 +90,24 @@ def test_local_reference_removes_planted_copies(corpus, local_output):
     assert len(by_dedup) >= 0.8 * len(copies)
     assert all(json.loads(removed[c][3])["kept_id"] == o and removed[c][2].endswith(f" of {o}") for c, o in by_dedup)
     assert local_output["counts"][4]  # read = written + removed + rejected
+    by_step = {s["step"]: s["removed"] for s in local_output["steps"]}
+    assert all(by_step[f] > 0 for f in ("length", "gopher_quality", "c4_quality", "minhash_dedup")), by_step
 
 
-def test_ray_matches_local(ray_cluster, corpus, local_output):
+def test_ray_matches_local(ray_cluster, corpus, local_output, monkeypatch):
+    """Filters and dedup on Ray, with the dedup clustering also on Ray (ray_cluster in
+    place of the in-process reducer), give the local executor's output."""
+    import curate.dedup.base
+    from curate.dedup.ray_reduce import ray_cluster as distributed
+
     out = corpus["root"] / "ray"
-    progress = []
+    progress, reduces = [], []
+
+    def cluster_on_ray(shards, bands, verify):
+        reduces.append(bands)
+        return distributed(shards, bands, verify, partition_rows=200)
+
+    monkeypatch.setattr(curate.dedup.base, "cluster", cluster_on_ray)
 
     class Counting(RayExecutor):
         def map(self, fn, payloads, on_progress):
@@ -114,9 +118,10 @@ def test_ray_matches_local(ray_cluster, corpus, local_output):
     assert got["kept"] == local_output["kept"]
     assert got["removed"] == local_output["removed"]
     assert got["counts"] == local_output["counts"] and got["steps"] == local_output["steps"]
-    assert stats["shards"] >= 5
-    # Stage 1 reports every document read, stage 2 every document it kept from dedup's apply.
-    assert sum(progress) >= stats["read"] - stats["rejected"]
+    assert stats["shards"] >= 5 and len(reduces) == 2  # exact and MinHash dedup both reduced on Ray
+    # Stage 1 reports every document read; each later stage the documents the previous dedup kept.
+    dedup_kept = sum(s["kept"] for s in stats["steps"] if s["step"].endswith("_dedup"))
+    assert sum(progress) == stats["read"] - stats["rejected"] + dedup_kept
 
 
 def kill_once(marker_dir: str, targets: set) -> callable:
@@ -245,3 +250,27 @@ def test_without_ray_executor_ray_says_how_to_install(monkeypatch, tmp_path, sha
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "pip install 'curate[ray]'" in lines[0], result.output
+
+
+def test_ray_cluster_equals_local_cluster_on_real_index(ray_cluster, corpus, local_output):
+    """The distributed reducer's components equal the in-process reducer's on the
+    MinHash index of the reference run, with 1 and with several key ranges per band."""
+    from curate.dedup.lsh import cluster, gather_rows
+    from curate.dedup.ray_reduce import ray_cluster
+    from curate.pipeline.step import build_step
+
+    step = build_step({"step": "minhash_dedup", "threshold": 0.8})
+    workdir = next((corpus["root"] / "local/_work").glob("step*-minhash_dedup"))
+    n_shards = len(list(workdir.glob("*.ids.json")))
+    shards, _ = step._shards(workdir, n_shards)
+
+    def verify(u, v):
+        return step.verify(gather_rows(shards, "sig", u), gather_rows(shards, "sig", v))
+
+    want, local_counts = cluster(shards, step.bands, verify)
+    roots = want.roots()
+    assert (roots != range(len(roots))).sum() >= 20  # real clusters to find
+    for rows in (None, 150):
+        got, counts = ray_cluster(shards, step.bands, verify, partition_rows=rows)
+        assert (got.roots() == roots).all()
+        assert counts["candidate_pairs"] >= local_counts["candidate_pairs"]

@@ -269,7 +269,7 @@ class Llama(nn.Module):
         if cache is not None and start + T > cache.max_len:
             raise ValueError(f"KV cache holds {cache.max_len} tokens; {start}+{T} requested")
         if positions is None:
-            positions = torch.arange(start, start + T, device=tokens.device).expand(B, T)
+            positions = torch.arange(start, start + T, device=tokens.device)[None]  # broadcasts over the batch
         cos, sin = rotary(positions, self.cfg.head_dim, self.cfg.rope_theta)
         mask, is_causal = attention_mask(T, start, doc_ids, cache, tokens.device)
         h = self.tok_embeddings(tokens)

@@ -119,7 +119,19 @@ class EvalIndex:
     def lengths(self) -> np.ndarray:
         return np.array([len(t) for t in self.tokens], np.int64)
 
-    def scan(self, texts: list[str]) -> Scan:
+    def scan(self, texts: list[str], batch_chars: int = 4_000_000) -> Scan:
+        """Find the evaluation samples in ``texts``, about ``batch_chars`` characters at a time."""
+        result, start, size = Scan([]), 0, 0
+        for i, text in enumerate(texts):
+            size += len(text)
+            if size >= batch_chars or i == len(texts) - 1:
+                part = self._scan(texts[start:i + 1])
+                result.doc_samples += part.doc_samples
+                result.spans += part.spans
+                start, size = i + 1, 0
+        return result
+
+    def _scan(self, texts: list[str]) -> Scan:
         words = [normalize_words(t) for t in texts]
         hashes, doc, dpos = _grams(words, self.n)
         lo = np.searchsorted(self.hashes, hashes, side="left")
@@ -134,8 +146,7 @@ class EvalIndex:
         if self.method == "ngram":
             for d, s in set(zip(seed_doc.tolist(), seed_sample.tolist())):
                 result.doc_samples[d].append(s)
-            for s in np.unique(seed_sample).tolist():
-                result.spans.append((s, 0, 0))
+            result.spans += [(s, 0, 0) for s in np.unique(seed_sample).tolist()]
             for samples in result.doc_samples:
                 samples.sort()
             return result

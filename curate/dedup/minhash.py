@@ -166,14 +166,25 @@ def signatures_from_hashes(hashes: np.ndarray, doc: np.ndarray, n_docs: int, num
     return sig
 
 
-def minhash_signatures(texts: list[str], num_perm: int = 128, ngram: int = 5, seed: int = 1) -> np.ndarray:
+def minhash_signatures(texts: list[str], num_perm: int = 128, ngram: int = 5, seed: int = 1,
+                       normalized: bool = False, batch_chars: int = 4_000_000) -> np.ndarray:
     """MinHash signatures of ``texts``: uint32 array ``(len(texts), num_perm)``.
 
-    Word ``ngram``-shingles of normalised text, datasketch affine32 permutations
-    drawn with ``seed``. Equal rows estimate Jaccard similarity: see :func:`jaccard`.
+    Word ``ngram``-shingles of normalised text (``normalized=True``: the texts
+    already went through :func:`normalize_words`), datasketch affine32
+    permutations drawn with ``seed``. Works through about ``batch_chars``
+    characters at a time, so memory stays ~40 bytes per character of a batch.
+    Equal rows estimate Jaccard similarity: see :func:`jaccard`.
     """
-    hashes, doc = ngram_hashes(texts, ngram)
-    return signatures_from_hashes(hashes, doc, len(texts), num_perm, seed)
+    sig = np.empty((len(texts), num_perm), np.uint32)
+    start, size = 0, 0
+    for i, text in enumerate(texts):
+        size += len(text)
+        if size >= batch_chars or i == len(texts) - 1:
+            hashes, doc = ngram_hashes(texts[start:i + 1], ngram, normalized)
+            sig[start:i + 1] = signatures_from_hashes(hashes, doc, i + 1 - start, num_perm, seed)
+            start, size = i + 1, 0
+    return sig
 
 
 def jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:
@@ -211,6 +222,7 @@ def _simpson(y: np.ndarray, h: float) -> np.ndarray:
     return h / 3 * (y[0] + y[-1] + 4 * y[1:-1:2].sum(0) + 2 * y[2:-1:2].sum(0))
 
 
+@lru_cache(maxsize=64)
 def optimal_bands(threshold: float = 0.8, num_perm: int = 128, fp_weight: float = 0.5,
                   fn_weight: float = 0.5) -> tuple[int, int]:
     """``(bands, rows)`` with ``bands*rows <= num_perm`` minimising

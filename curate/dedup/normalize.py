@@ -13,7 +13,6 @@ Two flavours:
 from __future__ import annotations
 
 import re
-import sys
 import unicodedata
 
 _WS = re.compile(r"\s+")
@@ -30,32 +29,30 @@ def normalize_exact(text: str, nfc: bool = True, lowercase: bool = True, collaps
     return text
 
 
-def _word_table() -> dict[int, str | None]:
-    # One translate table for the whole of Unicode: punctuation/symbols -> space,
-    # decimal digits -> "0", combining marks (what NFD splits diacritics into) -> deleted,
-    # control and format characters -> space.
-    table: dict[int, str | None] = {}
-    for cp in range(sys.maxunicode + 1):
-        if 0xD800 <= cp <= 0xDFFF:
-            continue
+class _WordTable(dict):
+    """``str.translate`` table for all of Unicode, filled on first sight of each
+    character: punctuation, symbols, controls and separators -> space, decimal
+    digits -> ``"0"``, combining marks (what NFD splits diacritics into) -> deleted."""
+
+    def __missing__(self, cp: int) -> str | None:
         cat = unicodedata.category(chr(cp))
-        if cat[0] in "PS" or cat in ("Cc", "Cf", "Zl", "Zp", "Zs"):
-            table[cp] = " "
+        if cat[0] in "PSZ" or cat in ("Cc", "Cf"):
+            value: str | None = " "
         elif cat == "Nd":
-            table[cp] = "0"
+            value = "0"
         elif cat == "Mn":
-            table[cp] = None
-    return table
+            value = None
+        else:
+            value = chr(cp)
+        self[cp] = value
+        return value
 
 
-_TABLE: dict[int, str | None] | None = None
+_TABLE = _WordTable()
 
 
 def normalize_words(text: str) -> str:
     """Lowercase, strip diacritics and punctuation, digits to ``0``; words joined by one space."""
-    global _TABLE
-    if _TABLE is None:
-        _TABLE = _word_table()
     text = text.lower()
     if not text.isascii():
         text = unicodedata.normalize("NFD", text)

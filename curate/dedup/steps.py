@@ -25,7 +25,7 @@ import xxhash
 
 from curate.dedup.base import DedupStep
 from curate.dedup.decontam import EvalIndex, contamination_fractions, contamination_split, load_eval_files
-from curate.dedup.minhash import band_keys, jaccard, ngram_hashes, optimal_bands, signatures_from_hashes
+from curate.dedup.minhash import band_keys, jaccard, minhash_signatures, optimal_bands
 from curate.dedup.normalize import normalize_exact, normalize_words
 from curate.pipeline.step import GlobalStep, register
 from curate.record import Document, Removed
@@ -74,7 +74,7 @@ class MinHashDedup(DedupStep):
 
     ``num_perm`` MinHash permutations (datasketch affine32 scheme, ``seed``);
     ``bands`` x ``rows`` chosen by :func:`optimal_bands` unless both are given
-    (weights ``fp_weight``/``fn_weight`` default to 0.1/0.9 when verifying,
+    (weights ``fp_weight``/``fn_weight`` default to 0.05/0.95 when verifying,
     0.5/0.5 otherwise); candidate pairs from LSH are verified by estimated
     Jaccard unless ``verify: false``. Documents with no words are never deduped."""
 
@@ -92,8 +92,8 @@ class MinHashDedup(DedupStep):
             raise ValueError("give both bands and rows, or neither")
         if bands is None:
             # Verified candidates cost only a signature comparison, so by default lean
-            # towards recall (14 x 9 at 0.8/128); unverified, balance both errors.
-            default = (0.1, 0.9) if verify else (0.5, 0.5)
+            # towards recall (16 x 8 at 0.8/128); unverified, balance both errors.
+            default = (0.05, 0.95) if verify else (0.5, 0.5)
             weights = (default[0] if fp_weight is None else fp_weight, default[1] if fn_weight is None else fn_weight)
             bands, rows = optimal_bands(threshold, num_perm, *weights)
         if bands * rows > num_perm:
@@ -106,8 +106,7 @@ class MinHashDedup(DedupStep):
 
     def sketch(self, texts):
         words = [normalize_words(t) for t in texts]
-        hashes, doc = ngram_hashes(words, self.ngram, normalized=True)
-        sig = signatures_from_hashes(hashes, doc, len(texts), self.num_perm, self.seed)
+        sig = minhash_signatures(words, self.num_perm, self.ngram, self.seed, normalized=True)
         valid = np.fromiter((bool(w) for w in words), bool, len(words))
         return sig, valid
 

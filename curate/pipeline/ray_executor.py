@@ -56,7 +56,8 @@ def run_one(fn: Callable[[dict], dict], payload: dict, task: int, counter, cwd: 
 
     executor_mod._progress_sink = sink
     try:
-        return done, fn(payload)
+        result = fn(payload)
+        return done, result
     finally:
         executor_mod._progress_sink = None
 

@@ -1,0 +1,162 @@
+"""Ray executor overhead: documents per second of the same pipeline on the local
+executor and on a local Ray cluster, on the same cores, in one run.
+
+    python benchmarks/ray_bench.py [--mb 40] [--workers 2] [--shard-mb 4]
+
+Input: about --mb megabytes of JSONL documents assembled from the real
+paragraphs in ../shared/data/pretrain (C4, news, Wikipedia articles), with 10%
+exact and 10% near copies planted (see write_corpus). Pipeline: the registered heuristic filters (if
+any), exact_dedup, minhash_dedup (threshold 0.8, 128 permutations). Each mode
+runs the whole pipeline into a fresh folder; the local executor runs before and
+after Ray (the faster counts); Ray is timed once with cold
+workers (a fresh cluster: worker start and imports included) and once more on
+the same, warm cluster; cluster start (``ray.init``) is timed apart.
+
+Also printed, for sizing a cluster (README): bytes of dedup index per
+document, seconds of each reduce (it runs in the driver), and the driver's
+peak RSS.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from curate.pipeline.runner import run_pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CURATE_SHARED", ROOT.parent / "shared")) / "data/pretrain"
+
+
+def machine() -> str:
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+    mem = next((int(l.split()[1]) // (1 << 20) for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0)
+    return f"{cpu}, {os.cpu_count()} cores, {mem} GiB RAM, Python {platform.python_version()}"
+
+
+def real_paragraphs() -> list[str]:
+    """Paragraphs of the real texts; long one-line articles cut into 100-word pieces."""
+    texts = [json.loads(l)["text"] for l in (SHARED / "c4_demo.jsonl").read_text().splitlines()]
+    texts += (SHARED / "lee_background.cor").read_text(errors="replace").splitlines()
+    texts += (SHARED / "wiki_demo.txt").read_text().splitlines()
+    out = []
+    for t in texts:
+        for para in t.split("\n"):
+            words = para.split()
+            out += [" ".join(words[i:i + 100]) for i in range(0, len(words), 100)]
+    return [p for p in out if len(p.split()) >= 5]
+
+
+def write_corpus(folder: Path, mb: int, seed: int = 0) -> tuple[int, int]:
+    """About ``mb`` MB of JSONL in 4 files; returns (documents, bytes). Each document is
+    2-8 real paragraphs drawn at random (seeded); 10% are exact copies of an earlier
+    document and 10% near copies (one paragraph swapped), for the dedup steps to find."""
+    folder.mkdir(parents=True)
+    rng = random.Random(seed)
+    paras = real_paragraphs()
+    files = [open(folder / f"part{f}.jsonl", "w", encoding="utf-8") for f in range(4)]
+    docs: list[list[str]] = []
+    n_bytes = 0
+    while n_bytes < mb * 1_000_000:
+        roll = rng.random()
+        if docs and roll < 0.1:
+            doc = rng.choice(docs)
+        elif docs and roll < 0.2:
+            doc = list(rng.choice(docs))
+            doc[rng.randrange(len(doc))] = rng.choice(paras)
+        else:
+            doc = rng.sample(paras, rng.randint(2, 8))
+        docs.append(doc)
+        line = json.dumps({"text": "\n".join(doc)}, ensure_ascii=False) + "\n"
+        files[len(docs) % 4].write(line)
+        n_bytes += len(line.encode())
+    for f in files:
+        f.close()
+    return len(docs), n_bytes
+
+
+def pipeline(data: Path, shard_mb: float) -> dict:
+    from curate.pipeline.step import REGISTRY, _import_builtin_steps
+
+    _import_builtin_steps()
+    filters = [{"step": n} for n in ("gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality") if n in REGISTRY]
+    return {"inputs": [{"path": str(data), "shard_bytes": int(shard_mb * 1_000_000)}],
+            "steps": [*filters, {"step": "exact_dedup"}, {"step": "minhash_dedup", "threshold": 0.8, "num_perm": 128}],
+            "output": {"dir": "unused"}}
+
+
+def timed_run(config: dict, out: Path, executor) -> tuple[float, dict]:
+    t0 = time.perf_counter()
+    stats = run_pipeline(config, out=out, quiet=True, executor=executor)
+    return time.perf_counter() - t0, stats
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mb", type=int, default=40, help="input size in MB (default 40)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count(), help="cores for both executors (default: all)")
+    ap.add_argument("--shard-mb", type=float, default=4.0, help="input shard size in MB (default 4)")
+    args = ap.parse_args()
+    import ray
+
+    from curate.pipeline.executor import LocalExecutor
+    from curate.pipeline.ray_executor import RayExecutor
+
+    tmp = Path(tempfile.mkdtemp(prefix="ray_bench-"))
+    try:
+        n_docs, n_bytes = write_corpus(tmp / "in", args.mb)
+        config = pipeline(tmp / "in", args.shard_mb)
+        print(f"machine: {machine()}")
+        print(f"input: {n_bytes / 1e6:.0f} MB, {n_docs} documents, steps: {[s['step'] for s in config['steps']]}")
+
+        t_local, s_local = timed_run(config, tmp / "local", LocalExecutor(args.workers))
+        t0 = time.perf_counter()
+        ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        t_init = time.perf_counter() - t0
+        t_cold, s_cold = timed_run(config, tmp / "ray-cold", RayExecutor())
+        t_warm, s_warm = timed_run(config, tmp / "ray-warm", RayExecutor())
+        ray.shutdown()
+        # local again, after Ray: the first run also paid for a cold page cache
+        t_local2, _ = timed_run(config, tmp / "local2", LocalExecutor(args.workers))
+        t_local = min(t_local, t_local2)
+        same = all(sorted((tmp / m / "data").glob("*.parquet")) and
+                   [p.read_bytes() for p in sorted((tmp / m / "data").glob("*.parquet"))] ==
+                   [p.read_bytes() for p in sorted((tmp / "local/data").glob("*.parquet"))] for m in ("ray-cold", "ray-warm"))
+
+        print(f"shards: {s_local['shards']}, kept {s_local['written']}, removed {s_local['removed']}; "
+              f"Ray output files byte-identical to local: {same}")
+        print(f"local executor, {args.workers} workers (best of 2): {n_docs / t_local:8.0f} docs/s  {n_bytes / 1e6 / t_local:6.2f} MB/s  ({t_local:.1f} s)")
+        print(f"ray, cold workers                       : {n_docs / t_cold:8.0f} docs/s  {n_bytes / 1e6 / t_cold:6.2f} MB/s  ({t_cold:.1f} s)")
+        print(f"ray, warm workers                       : {n_docs / t_warm:8.0f} docs/s  {n_bytes / 1e6 / t_warm:6.2f} MB/s  ({t_warm:.1f} s)")
+        print(f"ray.init (local cluster start): {t_init:.1f} s, not counted above")
+        print(f"ratio ray / local (throughput): cold {t_local / t_cold:.2f}, warm {t_local / t_warm:.2f}")
+
+        for step in s_local["steps"]:
+            if "global" in step:
+                g = step["global"]
+                idx = next((tmp / "local/_work").glob(f"step*-{step['step']}"))
+                index_bytes = sum(p.stat().st_size for p in idx.iterdir() if not p.name.endswith("decisions.json"))
+                print(f"{step['step']}: index {index_bytes / step['in']:.0f} bytes/doc ({index_bytes / n_bytes:.3f} x input), "
+                      f"reduce {g['seconds']:.2f} s for {step['in']} docs ({step['in'] / max(g['seconds'], 1e-9):.0f} docs/s)")
+        out_bytes = folder_bytes(tmp / "local/data") + folder_bytes(tmp / "local/removed")
+        print(f"output (kept + removed parquet): {out_bytes / n_bytes:.3f} x input bytes "
+              f"(each stage between dedup steps writes about this much under _work/)")
+        print(f"driver peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB "
+              f"(the reduces run here; includes the interpreter and imports)")
+    finally:
+        shutil.rmtree(tmp)
+
+
+if __name__ == "__main__":
+    main()

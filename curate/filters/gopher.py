@@ -1,0 +1,224 @@
+"""Gopher's quality and repetition rules (Rae et al. 2021, "Scaling Language Models:
+Methods, Analysis & Insights from Training Gopher", appendix A1), with datatrove's
+default thresholds and decision order so results match ``GopherQualityFilter`` and
+``GopherRepetitionFilter``. Every threshold can be set, or disabled with ``None``.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from curate.filters.text import is_symbol_word, split_words
+from curate.pipeline.step import Filter, register
+
+STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
+_PARAGRAPHS = re.compile(r"\n{2,}")
+_LINES = re.compile(r"\n+")
+_HAS_LETTER = re.compile(r"[^\W\d_]")
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4g}"
+
+
+@register("gopher_quality")
+class GopherQuality(Filter):
+    """Drop documents that fail Gopher's quality heuristics. Words are counted without
+    pure-punctuation tokens; ratios are fractions in [0, 1]."""
+
+    def __init__(
+        self,
+        min_doc_words: int | None = 50,
+        max_doc_words: int | None = 100_000,
+        min_avg_word_length: float | None = 3,
+        max_avg_word_length: float | None = 10,
+        max_symbol_word_ratio: float | None = 0.1,
+        max_bullet_lines_ratio: float | None = 0.9,
+        max_ellipsis_lines_ratio: float | None = 0.3,
+        min_alpha_words_ratio: float | None = 0.8,
+        min_stop_words: int | None = 2,
+        stop_words: list[str] | None = None,
+        text_key: str = "text",
+    ):
+        super().__init__()
+        self.min_doc_words, self.max_doc_words = min_doc_words, max_doc_words
+        self.min_avg_word_length, self.max_avg_word_length = min_avg_word_length, max_avg_word_length
+        self.max_symbol_word_ratio = max_symbol_word_ratio
+        self.max_bullet_lines_ratio = max_bullet_lines_ratio
+        self.max_ellipsis_lines_ratio = max_ellipsis_lines_ratio
+        self.min_alpha_words_ratio = min_alpha_words_ratio
+        self.min_stop_words = min_stop_words
+        self.stop_words = frozenset(STOP_WORDS if stop_words is None else stop_words)
+        self.text_key = text_key
+
+    def reason(self, doc):
+        text = doc.get(self.text_key) or ""
+        words = split_words(text)
+        n_words = len(words)
+        lengths = [len(w) for w in words if not is_symbol_word(w)]
+        n_real = len(lengths)
+        if self.min_doc_words and n_real < self.min_doc_words:
+            return f"words {n_real} < {self.min_doc_words}"
+        if self.max_doc_words and n_real > self.max_doc_words:
+            return f"words {n_real} > {self.max_doc_words}"
+        if n_real == 0:
+            return "words 0"
+        avg = sum(lengths) / n_real
+        if self.min_avg_word_length and avg < self.min_avg_word_length:
+            return f"avg_word_length {_fmt(avg)} < {self.min_avg_word_length}"
+        if self.max_avg_word_length and avg > self.max_avg_word_length:
+            return f"avg_word_length {_fmt(avg)} > {self.max_avg_word_length}"
+        if self.max_symbol_word_ratio:
+            ratio = text.count("#") / n_words
+            if ratio > self.max_symbol_word_ratio:
+                return f"hash_ratio {_fmt(ratio)} > {self.max_symbol_word_ratio}"
+            ratio = (text.count("...") + text.count("…")) / n_words
+            if ratio > self.max_symbol_word_ratio:
+                return f"ellipsis_ratio {_fmt(ratio)} > {self.max_symbol_word_ratio}"
+        lines = text.splitlines() or [""]
+        if self.max_bullet_lines_ratio:
+            ratio = sum(ln.lstrip().startswith(("•", "-")) for ln in lines) / len(lines)
+            if ratio > self.max_bullet_lines_ratio:
+                return f"bullet_lines {_fmt(ratio)} > {self.max_bullet_lines_ratio}"
+        if self.max_ellipsis_lines_ratio:
+            ratio = sum(ln.rstrip().endswith(("...", "…")) for ln in lines) / len(lines)
+            if ratio > self.max_ellipsis_lines_ratio:
+                return f"ellipsis_lines {_fmt(ratio)} > {self.max_ellipsis_lines_ratio}"
+        if self.min_alpha_words_ratio:
+            ratio = sum(1 for w in words if _HAS_LETTER.search(w)) / n_words
+            if ratio < self.min_alpha_words_ratio:
+                return f"alpha_words {_fmt(ratio)} < {self.min_alpha_words_ratio}"
+        if self.min_stop_words:
+            found = len(self.stop_words.intersection(words))
+            if found < self.min_stop_words:
+                return f"stop_words {found} < {self.min_stop_words}"
+        return None
+
+
+def _dup_count_and_chars(items: list[str]) -> tuple[int, int]:
+    """How many items repeat an earlier one, and their total characters."""
+    seen: set[str] = set()
+    n = chars = 0
+    for item in items:
+        if item in seen:
+            n += 1
+            chars += len(item)
+        else:
+            seen.add(item)
+    return n, chars
+
+
+class _NGrams:
+    """Integer ids for a document's word n-grams, built incrementally: the id of an
+    n-gram is the rank of the pair (id of its (n-1)-gram prefix, id of its last word)."""
+
+    def __init__(self, words: list[str]):
+        vocab: dict[str, int] = {}
+        self.word_ids = np.fromiter((vocab.setdefault(w, len(vocab)) for w in words), np.int64, len(words))
+        self.cum_len = np.zeros(len(words) + 1, dtype=np.int64)
+        self.cum_len[1:] = np.cumsum(np.fromiter(map(len, words), np.int64, len(words)))
+        self.n, self.ids = 1, self.word_ids
+        self.first: np.ndarray | None = None  # first position of each id, for the current n
+
+    def advance(self) -> bool:
+        """Move to n+1; False when the document has fewer words than that."""
+        m = len(self.word_ids) - self.n
+        if m <= 0:
+            return False
+        pairs = self.ids[:m] * (len(self.word_ids) + 1) + self.word_ids[self.n :]
+        _, self.first, self.ids = np.unique(pairs, return_index=True, return_inverse=True)
+        self.n += 1
+        return True
+
+    def chars(self, pos: np.ndarray | int) -> np.ndarray | int:
+        """Characters of the n-grams at ``pos`` with the words joined without spaces."""
+        return self.cum_len[pos + self.n] - self.cum_len[pos]
+
+    def top_chars(self) -> int:
+        """Characters (words joined by single spaces) of the most frequent n-gram times its
+        count; ties go to the n-gram seen first."""
+        counts = np.bincount(self.ids)
+        best = counts.max()
+        pos = int(self.first[counts == best].min())
+        return int(best) * (int(self.chars(pos)) + self.n - 1)
+
+    def dup_chars(self) -> int:
+        """Characters in repeated n-grams, scanning left to right and skipping past each
+        repeat (so overlapping repeats are not counted twice)."""
+        positions = np.arange(len(self.ids))
+        repeats = np.flatnonzero(self.first[self.ids] < positions)
+        if len(repeats) == 0:
+            return 0
+        seen = np.zeros(len(self.first), dtype=bool)
+        total, idx = 0, 0
+        for r in repeats.tolist():
+            if r < idx:
+                continue
+            seen[self.ids[idx:r]] = True  # everything before r is a first occurrence
+            if seen[self.ids[r]]:
+                total += int(self.chars(r))
+                idx = r + self.n
+            else:
+                seen[self.ids[r]] = True
+                idx = r + 1
+        return total
+
+
+@register("gopher_repetition")
+class GopherRepetition(Filter):
+    """Drop documents with too much repeated content: duplicate lines and paragraphs
+    (by count and by characters), the most frequent 2-4-grams, and repeated 5-10-grams.
+    Fractions are of the document's characters unless they say otherwise."""
+
+    def __init__(
+        self,
+        dup_line_frac: float | None = 0.3,
+        dup_para_frac: float | None = 0.3,
+        dup_line_char_frac: float | None = 0.2,
+        dup_para_char_frac: float | None = 0.2,
+        top_n_grams: list[tuple[int, float]] = ((2, 0.2), (3, 0.18), (4, 0.16)),
+        dup_n_grams: list[tuple[int, float]] = ((5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10)),
+        text_key: str = "text",
+    ):
+        super().__init__()
+        self.dup_line_frac, self.dup_para_frac = dup_line_frac, dup_para_frac
+        self.dup_line_char_frac, self.dup_para_char_frac = dup_line_char_frac, dup_para_char_frac
+        self.top_n_grams = sorted((int(n), float(f)) for n, f in top_n_grams)
+        self.dup_n_grams = sorted((int(n), float(f)) for n, f in dup_n_grams)
+        if any(n < 2 for n, _ in self.top_n_grams + self.dup_n_grams):
+            raise ValueError("n-gram sizes must be at least 2")
+        self.text_key = text_key
+
+    def reason(self, doc):
+        text = doc.get(self.text_key) or ""
+        if not text:
+            return "empty"
+        size = len(text)
+        paragraphs = _PARAGRAPHS.split(text.strip())
+        n_dup, dup_chars = _dup_count_and_chars(paragraphs)
+        if self.dup_para_frac and n_dup / len(paragraphs) > self.dup_para_frac:
+            return f"dup_para_frac {_fmt(n_dup / len(paragraphs))} > {self.dup_para_frac}"
+        if self.dup_para_char_frac and dup_chars / size > self.dup_para_char_frac:
+            return f"dup_para_char_frac {_fmt(dup_chars / size)} > {self.dup_para_char_frac}"
+        lines = _LINES.split(text)
+        n_dup, dup_chars = _dup_count_and_chars(lines)
+        if self.dup_line_frac and n_dup / len(lines) > self.dup_line_frac:
+            return f"dup_line_frac {_fmt(n_dup / len(lines))} > {self.dup_line_frac}"
+        if self.dup_line_char_frac and dup_chars / size > self.dup_line_char_frac:
+            return f"dup_line_char_frac {_fmt(dup_chars / size)} > {self.dup_line_char_frac}"
+
+        words = split_words(text)
+        grams = _NGrams(words)
+        checks = [("top", n, f) for n, f in self.top_n_grams] + [("dup", n, f) for n, f in self.dup_n_grams]
+        for kind, n, frac in checks:
+            if n < grams.n:
+                grams = _NGrams(words)
+            while grams.n < n and grams.advance():
+                pass
+            if grams.n != n:
+                continue  # fewer than n words: no n-grams, nothing repeated
+            value = (grams.top_chars() if kind == "top" else grams.dup_chars()) / size
+            if value > frac:
+                return f"{kind}_{n}_gram_char_frac {_fmt(value)} > {frac}"
+        return None

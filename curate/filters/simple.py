@@ -1,0 +1,86 @@
+"""Simple document rules: length bounds and character-class ratios."""
+from __future__ import annotations
+
+import re
+
+from curate.filters.gopher import _fmt
+from curate.pipeline.step import Filter, register
+
+
+@register("length")
+class Length(Filter):
+    """Keep documents with ``min_words <= words <= max_words`` and
+    ``min_chars <= characters <= max_chars`` (words split on whitespace; None = no bound)."""
+
+    def __init__(self, min_words: int | None = None, max_words: int | None = None,
+                 min_chars: int | None = None, max_chars: int | None = None, text_key: str = "text"):
+        super().__init__()
+        if all(v is None for v in (min_words, max_words, min_chars, max_chars)):
+            raise ValueError("length needs at least one of min_words, max_words, min_chars, max_chars")
+        self.min_words, self.max_words, self.min_chars, self.max_chars = min_words, max_words, min_chars, max_chars
+        self.text_key = text_key
+
+    def reason(self, doc):
+        text = str(doc.get(self.text_key) or "")
+        if self.min_chars is not None and len(text) < self.min_chars:
+            return f"chars {len(text)} < {self.min_chars}"
+        if self.max_chars is not None and len(text) > self.max_chars:
+            return f"chars {len(text)} > {self.max_chars}"
+        if self.min_words is not None or self.max_words is not None:
+            n = len(text.split())
+            if self.min_words is not None and n < self.min_words:
+                return f"words {n} < {self.min_words}"
+            if self.max_words is not None and n > self.max_words:
+                return f"words {n} > {self.max_words}"
+        return None
+
+
+# Each class: a regex for its characters. Ratios are over all characters of the text.
+_CLASSES = {
+    "digit": re.compile(r"\d"),
+    "uppercase": None,  # letters for which str.isupper() holds (counted in _count)
+    "alpha": re.compile(r"[^\W\d_]"),
+    "whitespace": re.compile(r"\s"),
+    "punctuation": re.compile(r"[^\w\s]|_"),
+    "non_ascii": re.compile(r"[^\x00-\x7f]"),
+}
+
+
+def _count(kind: str, text: str) -> int:
+    if kind == "uppercase":
+        return sum(1 for c in _CLASSES["alpha"].findall(text) if c.isupper())
+    return len(_CLASSES[kind].findall(text))
+
+
+@register("char_ratio")
+class CharRatio(Filter):
+    """Bounds on the fraction of a document's characters that are digits, upper-case
+    letters, letters, whitespace, punctuation/symbols or non-ASCII. Parameters are
+    ``max_<class>_ratio`` / ``min_<class>_ratio`` in [0, 1]; empty documents are removed."""
+
+    def __init__(self, text_key: str = "text", **bounds: float):
+        super().__init__()
+        self.bounds: list[tuple[str, str, float]] = []
+        for key, value in bounds.items():
+            m = re.fullmatch(r"(min|max)_(\w+)_ratio", key)
+            if not m or m.group(2) not in _CLASSES:
+                known = ", ".join(f"min/max_{k}_ratio" for k in _CLASSES)
+                raise ValueError(f"char_ratio: unknown parameter {key!r}; known: {known}")
+            if not 0.0 <= float(value) <= 1.0:
+                raise ValueError(f"char_ratio: {key} must be in [0, 1]")
+            self.bounds.append((m.group(1), m.group(2), float(value)))
+        if not self.bounds:
+            raise ValueError("char_ratio needs at least one bound, e.g. max_digit_ratio: 0.3")
+        self.text_key = text_key
+
+    def reason(self, doc):
+        text = str(doc.get(self.text_key) or "")
+        if not text:
+            return "empty"
+        for side, kind, limit in self.bounds:
+            ratio = _count(kind, text) / len(text)
+            if side == "max" and ratio > limit:
+                return f"{kind}_ratio {_fmt(ratio)} > {limit}"
+            if side == "min" and ratio < limit:
+                return f"{kind}_ratio {_fmt(ratio)} < {limit}"
+        return None
