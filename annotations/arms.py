@@ -112,6 +112,7 @@ def select(keys: list[str], sizes: np.ndarray, budget: float, seed: int, part: t
     if part is not None:
         k, n = part
         pool = _order(keys, seed, "part")[k::n]
+    pool = pool[sizes[pool] > 0]  # unusable examples (no answer token within seq_len) never count
     order = pool[_order([keys[i] for i in pool], seed)]
     fits = np.cumsum(sizes[order]) <= budget
     return order[fits].tolist()
@@ -123,23 +124,24 @@ class Harness:
 
     def __init__(self, arms: list[Arm], base, tokenizer, heldout: list[dict], settings: Settings,
                  run_dir: str | Path):
-        from train.sft import encode
-
         names = [a.name for a in arms]
         if len(set(names)) != len(names) or len({safe_name(n) for n in names}) != len(names):
             raise CurateError(f"arm names must be distinct (as file names too): {names}")
-        self.arms, self.base, self.tokenizer, self.heldout = arms, base, tokenizer, heldout
+        self.arms, self.base, self.tokenizer = arms, base, tokenizer
         self.settings, self.run_dir = settings, Path(run_dir)
+        # a held-out answer that starts beyond seq_len has no token to score: left out, and counted
+        self.heldout = [ex for ex in heldout if _answer_tokens(ex, tokenizer, settings) > 0]
+        self.heldout_unscorable = len(heldout) - len(self.heldout)
+        if not self.heldout:
+            raise CurateError(f"no held-out example has an answer token within seq_len {settings.max_len - 1}")
         self.keys, self.sizes, self.skipped = {}, {}, {}
         for arm in arms:
             keys, sizes, skipped = [], [], []
             for i, ex in enumerate(arm.examples):
-                try:
-                    n = encode(ex, tokenizer, settings.template, settings.max_len).num_loss_tokens
-                except ValueError as e:
-                    skipped.append((i, str(e)))
-                    n = 0
-                keys.append(prompt_key(ex))
+                n = _answer_tokens(ex, tokenizer, settings)
+                if n == 0:
+                    skipped.append((i, f"malformed, or no answer token within seq_len {settings.max_len - 1}"))
+                keys.append(prompt_key(ex) if isinstance(ex, dict) else "")
                 sizes.append(n)
             self.keys[arm.name], self.sizes[arm.name], self.skipped[arm.name] = keys, np.array(sizes), skipped
         self.plan = self._plan()
@@ -148,7 +150,7 @@ class Harness:
         sizes = self.sizes[arm.name]
         if self.settings.budget == "tokens":
             return sizes.astype(float)
-        return np.where(sizes > 0, 1.0, np.inf)  # unusable examples never fit a budget
+        return np.where(sizes > 0, 1.0, 0.0)  # 0: unusable (no answer token within seq_len)
 
     def _plan(self) -> dict:
         s = self.settings
@@ -157,8 +159,7 @@ class Harness:
             members = [a for a in self.arms if a.group == group]
             totals = []
             for a in members:
-                units = self._units(a)
-                usable = units[np.isfinite(units)].sum()
+                usable = self._units(a).sum()
                 totals.append(usable / a.part[1] if a.part else usable)
             budget = math.inf if s.budget == "all" else min(totals)
             budgets[group] = min(budget, s.max_budget) if s.max_budget else budget
@@ -244,18 +245,47 @@ class Harness:
             record.update(scorer(model, seed))
         return record
 
-    def base_losses(self) -> dict:
-        """The base model's held-out answer loss with the right prompts and with mismatched ones
-        (each answer after the prompt of another held-out example; a seeded derangement)."""
-        s = self.settings
+    def base_losses(self, model=None) -> dict:
+        """Held-out answer loss of ``model`` (default the base) with the right prompts and with
+        mismatched ones (each answer after the prompt of another held-out example, a seeded
+        derangement). Both score the same answer tokens: the first ones that fit in seq_len after
+        either prompt, so a model that ignores the prompt has a gain of exactly zero."""
+        from train.sft import Encoded, segments
+
+        s, tok = self.settings, self.tokenizer
         n = len(self.heldout)
         perm = np.random.default_rng(0).permutation(n)
         other = np.empty(n, dtype=int)
         other[perm] = np.roll(perm, 1)  # example i takes the prompt of example other[i] != i
-        mismatched = [{"messages": self.heldout[j]["messages"][:-1] + self.heldout[i]["messages"][-1:]}
-                      for i, j in enumerate(other)]
-        return {"right": heldout_losses(self.base, self.tokenizer, self.heldout, s.template, s.max_len),
-                "mismatched": heldout_losses(self.base, self.tokenizer, mismatched, s.template, s.max_len)}
+        prompts, answers = [], []
+        for ex in self.heldout:
+            parts = segments(ex, s.template)
+            prompts.append([t for text, _, bos, eos in parts[:-1] for t in tok.encode(text, bos=bos, eos=eos)])
+            text, _, bos, eos = parts[-1]
+            answers.append(tok.encode(text, bos=bos, eos=eos))
+        right, mismatched = [], []
+        for i, j in enumerate(other):
+            k = s.max_len - max(len(prompts[i]), len(prompts[j]))
+            if k < 2:  # no answer token to score after one of the two prompts
+                k = 0
+            for out, p in ((right, prompts[i]), (mismatched, prompts[j])):
+                a = answers[i][:k]
+                out.append(Encoded(p + a, [-100] * len(p) + a) if k else None)
+        model = model if model is not None else self.base
+        score = [x is not None for x in right]
+        losses = [heldout_losses(model, tok, [x for x in enc if x is not None], s.template, s.max_len)
+                  for enc in (right, mismatched)]
+        fill = [iter(v) for v in losses]
+        return {key: [next(it) if ok else float("nan") for ok in score] for key, it in zip(("right", "mismatched"), fill)}
+
+
+def _answer_tokens(example, tokenizer, settings: Settings) -> int:
+    from train.sft import encode
+
+    try:
+        return encode(example, tokenizer, settings.template, settings.max_len).num_loss_tokens
+    except (ValueError, TypeError, AttributeError):
+        return 0
 
 
 def heldout_losses(model, tokenizer, heldout: list[dict], template: str, max_len: int) -> list[float]:

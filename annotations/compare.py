@@ -209,7 +209,7 @@ def compare(vendors: dict[str, list[dict]], base, tokenizer, heldout: list[dict]
         arms += [Arm(f"{noise_floor} (half {k + 1})", vendors[noise_floor], group="noise", part=(k, 2))
                  for k in range(2)]
     harness = Harness(arms, base, tokenizer, heldout, settings, out)
-    scorer = _reward_scorer(reward, tokenizer, heldout, settings.template, max_new_tokens) if reward else None
+    scorer = _reward_scorer(reward, tokenizer, harness.heldout, settings.template, max_new_tokens) if reward else None
     results = harness.run(scorer, quiet=quiet)
     base_path = Path(out) / "base.json"
     if not base_path.is_file():
@@ -258,6 +258,7 @@ def summarize(harness: Harness, results: dict, base_losses: dict, names: list[st
             "val_curve": [[step, float(np.mean([r["val_curve"][i][1] for r in runs]))]
                           for i, (step, _) in enumerate(runs[0]["val_curve"])]}
     out["matched"] = _matched(harness, names)
+    out["heldout_scored"] = {"prompts": len(harness.heldout), "unscorable": harness.heldout_unscorable}
     out["plan"] = {k: v for k, v in harness.plan.items() if not k.startswith("_")}
     return out
 

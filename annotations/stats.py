@@ -135,6 +135,8 @@ def noise_floor(half_a: np.ndarray, half_b: np.ndarray, n_boot: int = 2000, seed
     ``floor`` is the larger absolute end of the difference's interval: a difference between
     other arms smaller than that is one that two samples of the same data could also show."""
     grid_a, grid_b = np.asarray(half_a, dtype=np.float64), np.asarray(half_b, dtype=np.float64)
+    keep = ~(np.isnan(grid_a) | np.isnan(grid_b)).any(axis=0)
+    grid_a, grid_b = grid_a[:, keep], grid_b[:, keep]
     rs = Resamples.draw(grid_a.shape[0], grid_a.shape[1], n_boot, seed)
     lo, hi = interval(rs.means(grid_a) - rs.means(grid_b), level)
     return {"diff": float(grid_a.mean() - grid_b.mean()), "lo": lo, "hi": hi, "floor": max(abs(lo), abs(hi))}

@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CURATE_SHARED", ROOT.parent / "shared")) / "data"
 VENV = Path("/tmp/curate_filters_datatrove_venv")
-PEER_PACKAGES = ["datatrove==0.10.1", "spacy>=3.7", "regex", "fasteners", "xxhash<4"]
+PEER_PACKAGES = ["datatrove==0.10.1", "spacy>=3.7", "regex", "fasteners", "requests", "aiohttp", "xxhash<4"]
 FILTERS = ["gopher_quality", "gopher_repetition", "c4_quality", "fineweb_quality", "c4_badwords"]
 
 # Runs inside the datatrove venv: reads {"mode", "docs", "out"} as JSON from argv[1].
@@ -51,7 +51,8 @@ if job.get("badwords_en"):
     from huggingface_hub import cached_assets_path
     from datatrove.pipeline.filters.c4_filters import _EN_BADWORDS_URL
     folder = cached_assets_path(library_name="datatrove", namespace="filters", subfolder="c4_badwords")
-    local = os.path.join(folder, _EN_BADWORDS_URL.split("://", 1)[1].replace("/", "_"))
+    from fsspec.core import strip_protocol
+    local = os.path.join(folder, strip_protocol(_EN_BADWORDS_URL).replace("/", "_"))
     if not os.path.exists(local + ".completed"):
         words = [w for w in open(job["badwords_en"], encoding="utf-8").read().splitlines() if not w.startswith("# ")]
         open(local, "w", encoding="utf-8").write("\n".join(words) + "\n")
@@ -78,11 +79,13 @@ if job["mode"] == "agree":
             why = verdict(f.filter(doc))
             rows.append([why, doc.text if name == "c4_quality" and why is None else None])
         out[name] = rows
+    from datatrove.utils.text import split_into_words
+    out["tokens"] = [split_into_words(d["text"]) for d in docs]
 else:  # bench: the chain Gopher quality -> Gopher repetition -> C4 -> FineWeb
     chain = [GopherQualityFilter(), GopherRepetitionFilter(), C4QualityFilter(), FineWebQualityFilter()]
     chain[0].filter(Document(text="warm up the spaCy tokenizer before timing.", id="w"))
     kept = []
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for d in docs:
         doc = Document(text=d["text"], id=d["id"])
         for f in chain:
@@ -90,7 +93,7 @@ else:  # bench: the chain Gopher quality -> Gopher repetition -> C4 -> FineWeb
                 break
         else:
             kept.append(doc.id)
-    out = {"seconds": time.perf_counter() - t0, "kept": kept}
+    out = {"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0, "kept": kept}
 open(job["out"], "w").write(json.dumps(out))
 '''
 
@@ -227,6 +230,25 @@ def main() -> None:
         extra = f"   identical cleaned text {same_text}/{both_keep}" if name == "c4_quality" else ""
         print(f"{name:<20} {same / len(docs):>8.2%} {both_keep:>10} {both_drop:>10} {only_dt:>14} {only_us:>13}{extra}")
     print(f"disagreeing documents: {work}/disagreements_<filter>.jsonl")
+    tokenizer_agreement(docs, peer["tokens"])
+
+
+def tokenizer_agreement(docs: list[dict], spacy_tokens: list[list[str]]) -> None:
+    """How close curate's regex tokenizer comes to datatrove's spaCy word tokenizer."""
+    from collections import Counter
+
+    from curate.filters.text import split_words
+
+    same_docs = ours_total = theirs_total = shared = 0
+    for d, theirs in zip(docs, spacy_tokens):
+        ours = list(split_words(d["text"]))
+        same_docs += ours == theirs
+        ours_total += len(ours)
+        theirs_total += len(theirs)
+        shared += sum((Counter(ours) & Counter(theirs)).values())
+    print(f"word tokens: spaCy {theirs_total}, curate {ours_total} ({ours_total / theirs_total - 1:+.3%}); "
+          f"identical token lists in {same_docs}/{len(docs)} documents; "
+          f"{shared / theirs_total:.3%} of spaCy's tokens matched (as a multiset per document)")
 
 
 if __name__ == "__main__":

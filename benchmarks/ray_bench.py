@@ -27,6 +27,8 @@ import resource
 import shutil
 import tempfile
 import time
+import tracemalloc
+from contextlib import contextmanager
 from pathlib import Path
 
 from curate.pipeline.runner import run_pipeline
@@ -107,6 +109,8 @@ def main() -> None:
     ap.add_argument("--mb", type=int, default=40, help="input size in MB (default 40)")
     ap.add_argument("--workers", type=int, default=os.cpu_count(), help="cores for both executors (default: all)")
     ap.add_argument("--shard-mb", type=float, default=4.0, help="input shard size in MB (default 4)")
+    ap.add_argument("--uf-docs", type=int, default=20_000_000, help="documents in the driver union-find measurement")
+    ap.add_argument("--reduce-docs", type=int, default=1_000_000, help="documents in the clustering measurement")
     args = ap.parse_args()
     import ray
 
@@ -126,36 +130,126 @@ def main() -> None:
         t_init = time.perf_counter() - t0
         t_cold, s_cold = timed_run(config, tmp / "ray-cold", RayExecutor())
         t_warm, s_warm = timed_run(config, tmp / "ray-warm", RayExecutor())
+        with dedup_reduce_on_ray():
+            t_dist, s_dist = timed_run(config, tmp / "ray-dist", RayExecutor())
+        reduce_cost(args.reduce_docs)
         ray.shutdown()
         # local again, after Ray: the first run also paid for a cold page cache
         t_local2, _ = timed_run(config, tmp / "local2", LocalExecutor(args.workers))
         t_local = min(t_local, t_local2)
         same = all(sorted((tmp / m / "data").glob("*.parquet")) and
                    [p.read_bytes() for p in sorted((tmp / m / "data").glob("*.parquet"))] ==
-                   [p.read_bytes() for p in sorted((tmp / "local/data").glob("*.parquet"))] for m in ("ray-cold", "ray-warm"))
+                   [p.read_bytes() for p in sorted((tmp / "local/data").glob("*.parquet"))] for m in ("ray-cold", "ray-warm", "ray-dist"))
 
         print(f"shards: {s_local['shards']}, kept {s_local['written']}, removed {s_local['removed']}; "
               f"Ray output files byte-identical to local: {same}")
         print(f"local executor, {args.workers} workers (best of 2): {n_docs / t_local:8.0f} docs/s  {n_bytes / 1e6 / t_local:6.2f} MB/s  ({t_local:.1f} s)")
         print(f"ray, cold workers                       : {n_docs / t_cold:8.0f} docs/s  {n_bytes / 1e6 / t_cold:6.2f} MB/s  ({t_cold:.1f} s)")
         print(f"ray, warm workers                       : {n_docs / t_warm:8.0f} docs/s  {n_bytes / 1e6 / t_warm:6.2f} MB/s  ({t_warm:.1f} s)")
+        print(f"ray, warm, dedup reduce on Ray : {n_docs / t_dist:8.0f} docs/s  {n_bytes / 1e6 / t_dist:6.2f} MB/s  ({t_dist:.1f} s)")
         print(f"ray.init (local cluster start): {t_init:.1f} s, not counted above")
         print(f"ratio ray / local (throughput): cold {t_local / t_cold:.2f}, warm {t_local / t_warm:.2f}")
 
-        for step in s_local["steps"]:
+        for step, dist in zip(s_local["steps"], s_dist["steps"]):
             if "global" in step:
                 g = step["global"]
                 idx = next((tmp / "local/_work").glob(f"step*-{step['step']}"))
                 index_bytes = sum(p.stat().st_size for p in idx.iterdir() if not p.name.endswith("decisions.json"))
                 print(f"{step['step']}: index {index_bytes / step['in']:.0f} bytes/doc ({index_bytes / n_bytes:.3f} x input), "
-                      f"reduce {g['seconds']:.2f} s for {step['in']} docs ({step['in'] / max(g['seconds'], 1e-9):.0f} docs/s)")
+                      f"reduce {g['seconds']:.2f} s in process, {dist['global']['seconds']:.2f} s on Ray, for {step['in']} docs")
         out_bytes = folder_bytes(tmp / "local/data") + folder_bytes(tmp / "local/removed")
         print(f"output (kept + removed parquet): {out_bytes / n_bytes:.3f} x input bytes "
               f"(each stage between dedup steps writes about this much under _work/)")
         print(f"driver peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB "
               f"(the reduces run here; includes the interpreter and imports)")
+        union_find_cost(args.uf_docs)
     finally:
         shutil.rmtree(tmp)
+
+
+@contextmanager
+def dedup_reduce_on_ray():
+    """Route the dedup steps' clustering through curate.dedup.ray_reduce (what
+    DedupStep.reduce does when given a Ray executor, once that hook is in)."""
+    import curate.dedup.base
+    from curate.dedup.ray_reduce import ray_cluster
+
+    saved = curate.dedup.base.cluster
+    curate.dedup.base.cluster = ray_cluster
+    try:
+        yield
+    finally:
+        curate.dedup.base.cluster = saved
+
+
+def reduce_cost(n_docs: int, n_shards: int = 8, seed: int = 0) -> None:
+    """MinHash clustering alone, in process (lsh.cluster) and as Ray tasks (ray_cluster),
+    on a synthetic index: random 128-value signatures, 10% of them near copies of
+    another (10% of values changed: estimated Jaccard 0.9). Ray must be initialised."""
+    import numpy as np
+
+    from curate.dedup.lsh import ShardIndex, cluster, gather_rows, sorted_band_keys
+    from curate.dedup.ray_reduce import ray_cluster
+    from curate.pipeline.step import build_step
+
+    step = build_step({"step": "minhash_dedup", "threshold": 0.8, "num_perm": 128})
+    rng = np.random.default_rng(seed)
+    sig = rng.integers(0, 1 << 32, (n_docs, 128), dtype=np.uint64).astype(np.uint32)
+    copies = rng.choice(n_docs, n_docs // 10, replace=False)
+    sig[copies] = sig[rng.integers(0, n_docs, len(copies))]
+    changed = rng.random((len(copies), 128)) < 0.1
+    sig[copies] = np.where(changed, rng.integers(0, 1 << 32, changed.shape, dtype=np.uint64).astype(np.uint32), sig[copies])
+    folder = Path(tempfile.mkdtemp(prefix="ray_bench_reduce-"))
+    try:
+        shards, offset = [], 0
+        for k, part in enumerate(np.array_split(sig, n_shards)):
+            keys, rows = sorted_band_keys(step.band_keys(part), np.ones(len(part), bool))
+            files = {w: folder / f"{k:05d}.{w}.npy" for w in ("sig", "keys", "rows")}
+            for w, a in (("sig", part), ("keys", keys), ("rows", rows)):
+                np.save(files[w], a)
+            shards.append(ShardIndex(k, len(part), offset, files))
+            offset += len(part)
+
+        def verify(u, v):
+            return step.verify(gather_rows(shards, "sig", u), gather_rows(shards, "sig", v))
+
+        t0 = time.perf_counter()
+        local, _ = cluster(shards, step.bands, verify)
+        t_local = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        dist, _ = ray_cluster(shards, step.bands, verify)
+        t_ray = time.perf_counter() - t0
+        same = bool((local.roots() == dist.roots()).all())
+        index_mb = sum(f.stat().st_size for f in folder.iterdir()) / 1e6
+        print(f"MinHash clustering, {n_docs / 1e6:.1f}M docs ({index_mb:.0f} MB of index, {step.bands} bands): "
+              f"in process {t_local:.1f} s ({n_docs / t_local:.0f} docs/s), "
+              f"Ray tasks {t_ray:.1f} s ({n_docs / t_ray:.0f} docs/s), same clusters: {same}")
+    finally:
+        shutil.rmtree(folder)
+
+
+def union_find_cost(n_docs: int, dup_fraction: float = 0.3, seed: int = 0) -> None:
+    """What the driver holds in a distributed reduce: a union-find over every document,
+    fed forest edges (here: ``dup_fraction`` of documents joined to a random smaller id)."""
+    import numpy as np
+
+    from curate.dedup.unionfind import UnionFind
+
+    rng = np.random.default_rng(seed)
+    child = np.sort(rng.choice(np.arange(1, n_docs), int(n_docs * dup_fraction), replace=False))
+    parent = (rng.random(len(child)) * child).astype(np.int64)
+    tracemalloc.start()  # numpy reports its buffers to tracemalloc
+    t0 = time.perf_counter()
+    uf = UnionFind(n_docs)
+    for i in range(0, len(child), 4_000_000):  # forests arrive task by task
+        uf.union(child[i : i + 4_000_000], parent[i : i + 4_000_000])
+    roots = uf.roots()
+    dt = time.perf_counter() - t0
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    print(f"driver union-find: {n_docs / 1e6:.0f}M docs, {len(child) / 1e6:.1f}M edges: {dt:.1f} s, "
+          f"peak {peak / (1 << 20):.0f} MiB allocated ({peak / n_docs:.1f} bytes/doc incl. temporaries), "
+          f"{len(np.unique(roots)) / 1e6:.1f}M clusters")
 
 
 if __name__ == "__main__":

@@ -98,6 +98,7 @@ def run_step(spec: dict, docs: list[Document], shards: int, workdir: Path):
 def test_signatures_equal_datasketch(texts):
     sample = texts["c4"][:25] + texts["news"][:5] + ["", "Two words", "Ünïcödé — 2024 DÉJÀ vu!"]
     sig = minhash_signatures(sample, num_perm=128, ngram=5, seed=1)
+    np.testing.assert_array_equal(sig, minhash_signatures(sample, batch_chars=3000))  # batching changes nothing
     for text, row in zip(sample, sig):
         ref = MinHash(num_perm=128, seed=1, hashfunc=shingle_hash32)
         ref.update_batch(reference_ngrams(text))
@@ -220,6 +221,10 @@ def test_incremental_against_saved_index(texts, tmp_path):
         "new_copy_of_old7": "old7", "fresh_copy": "fresh", "new_copy_of_old_dup": "old5"}
     with pytest.raises(ValueError, match="built with"):
         run_step({"step": "minhash_dedup", "num_perm": 64, "against": str(tmp_path / "idx")}, new, 1, tmp_path / "w3")
+    # exact dedup keeps an index the same way
+    run_step({"step": "exact_dedup", "index_dir": str(tmp_path / "eidx")}, old, 2, tmp_path / "e1")
+    _, kept, removed = run_step({"step": "exact_dedup", "against": str(tmp_path / "eidx")}, new, 2, tmp_path / "e2")
+    assert {x.doc.id: x.extra["kept_id"] for x in removed} == {"fresh_copy": "fresh", "new_copy_of_old_dup": "old5"}
 
 
 def test_exact_normalisation_and_bad_input(tmp_path):

@@ -122,7 +122,7 @@ def test_kv_cache_bytes_per_token_matches_allocation():
     for dtype in (torch.bfloat16, torch.float32):
         cache = m.new_cache(batch_size=3, max_len=50, dtype=dtype)
         per_token = m.kv_cache_bytes_per_token(dtype)
-        assert cache.k.nbytes + cache.v.nbytes == per_token * 3 * 50
+        assert cache.nbytes() == cache.k.nbytes + cache.v.nbytes == per_token * 3 * 50
         assert per_token == 2 * 2 * 2 * 16 * dtype.itemsize  # k,v x layers x kv heads x head_dim
     with torch.device("meta"):
         assert Llama(get_config("llama2-7b")).kv_cache_bytes_per_token() == 512 * 1024  # 0.5 MiB, the known 7B figure

@@ -176,3 +176,26 @@ def test_rotary_permutations_are_inverse():
     assert torch.equal(half_to_interleaved(interleaved_to_half(w, 4), 4), w)
     # within a head of 16, interleaved row 2i+1 (imaginary part of pair i) lands at row 8+i
     assert torch.equal(interleaved_to_half(w, 4)[8 + 3], w[2 * 3 + 1])
+
+
+def test_from_hf_unties_tied_embeddings(tmp_path):
+    torch.manual_seed(5)
+    config = transformers.LlamaConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=1, num_attention_heads=4,
+                                      vocab_size=300, rms_norm_eps=1e-5, tie_word_embeddings=True)
+    hf = transformers.LlamaForCausalLM(config).eval()
+    hf.save_pretrained(tmp_path)
+    ours = Llama.from_hf(tmp_path).eval()
+    assert ours.output.weight.data_ptr() != ours.tok_embeddings.weight.data_ptr()  # a copy: they train apart
+    with torch.no_grad():
+        torch.testing.assert_close(ours(TOKENS), hf_logits(hf, TOKENS), atol=1e-4, rtol=0)
+
+
+class NotAWeight:
+    pass
+
+
+def test_from_meta_refuses_arbitrary_pickles(tmp_path):
+    torch.save({"tok_embeddings.weight": torch.zeros(3, 64), "x": NotAWeight()}, tmp_path / "consolidated.00.pth")
+    (tmp_path / "params.json").write_text(json.dumps(PARAMS))
+    with pytest.raises(Exception, match="[Ww]eights only load failed|Unsupported global"):
+        Llama.from_meta(tmp_path)

@@ -1,6 +1,7 @@
 """SFT data: the Llama 2 chat template against a hand-written string, loss on answer
 tokens only (checked by hand), packing that keeps examples apart, answer_loss, and
 in-process sft() on real instruction data."""
+import json
 import math
 
 import pytest
@@ -23,14 +24,39 @@ CHAT = {"messages": [
 ]}
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run faster on one thread, and far faster on a loaded machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def tok(shared):
     return Tokenizer.from_file(shared / "models/sentencepiece-32k-llama-style.model")
 
 
-def tiny(seed=0):
+@pytest.fixture(scope="module")
+def small_tok_path(shared, tmp_path_factory):
+    """A 512-piece BPE trained on the real instruction data: keeps the training tests cheap."""
+    from train.tokenizer import train_bpe
+
+    texts = [m["content"] for ex in load_examples(shared / "data/sft/alpaca_en_demo.json") for m in ex["messages"]]
+    path = tmp_path_factory.mktemp("tok") / "bpe.model"
+    train_bpe(texts, 512, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_tok(small_tok_path):
+    return Tokenizer.from_file(small_tok_path)
+
+
+def tiny(seed=0, vocab_size=32000):
     torch.manual_seed(seed)
-    return Llama(get_config("tiny"))
+    return Llama(get_config("tiny", vocab_size=vocab_size))
 
 
 def test_llama2_template_matches_hand_written_string():
@@ -110,14 +136,15 @@ def test_answer_loss_and_bad_examples(tok):
     assert len(encoded) == 2 and [i for i, _ in skipped] == [1, 3]
 
 
-def test_load_formats_and_sft_in_process(shared, tok):
+def test_load_formats_and_sft_in_process(shared, small_tok):
+    tok = small_tok
     alpaca = load_examples(shared / "data/sft/alpaca_en_demo.json")
     typed = load_examples(shared / "data/sft/v1_sft_demo.jsonl")
     assert alpaca[0]["messages"][0]["role"] == "user" and alpaca[0]["messages"][1]["role"] == "assistant"
     assert typed[0]["messages"][0]["content"] == "hi"
     encoded, skipped = encode_all(alpaca[:48], tok, "llama2", max_len=129)
     assert not skipped
-    model = tiny()
+    model = tiny(vocab_size=tok.vocab_size)
     before = answer_loss(model, tok, encoded[:8])
     hp = {"steps": 30, "batch_size": 4, "seq_len": 128, "lr": 3e-3, "warmup_steps": 3,
           "eval_every": 0, "log_every": 100}
@@ -132,3 +159,31 @@ def test_load_formats_and_sft_in_process(shared, tok):
     _, other = sft(model=model, tokenizer=tok, examples=encoded, hyperparams=hp, seed=1)
     assert other.losses != result.losses
     assert isinstance(encoded[0], Encoded)
+
+
+def test_sft_cli_from_config_with_resume(shared, small_tok_path, tmp_path):
+    import yaml
+    from click.testing import CliRunner
+
+    from curate.cli import cli
+
+    tiny(vocab_size=512).save(tmp_path / "base")
+    data = tmp_path / "chat.jsonl"
+    records = [{"instruction": f"Repeat the word {w}.", "input": "", "output": f"{w} {w} {w}"}
+               for w in "apple river stone cloud tiger lamp horse piano candle rocket".split()] * 4
+    data.write_text("\n".join(json.dumps(r) for r in records) + "\nnot json\n")
+    cfg = {"run_dir": str(tmp_path / "run"), "init_from": str(tmp_path / "base"), "tokenizer": str(small_tok_path),
+           "data": str(data), "val_fraction": 0.1, "template": "plain", "seed": 0,
+           "train": {"steps": 12, "batch_size": 4, "seq_len": 64, "lr": 3e-3, "warmup_steps": 2,
+                     "eval_every": 6, "log_every": 6, "device": "cpu"}}
+    (tmp_path / "sft.yaml").write_text(yaml.safe_dump(cfg))
+    r = CliRunner().invoke(cli, ["train", "sft", str(tmp_path / "sft.yaml")])
+    assert r.exit_code == 0, r.output
+    assert "1 examples skipped" in r.output  # the line that is not JSON, reported
+    state = json.loads((tmp_path / "run/checkpoints/step_00000012/state.json").read_text())
+    assert len(state["losses"]) == 12 and [s for s, _ in state["val_losses"]] == [6, 12]
+    assert state["val_losses"][1][1] < state["val_losses"][0][1]
+    # a finished run resumes to itself; a stopped one continues exactly
+    _, part = sft({**cfg, "run_dir": str(tmp_path / "part")}, stop_after=5)
+    _, rest = sft({**cfg, "run_dir": str(tmp_path / "part")})
+    assert rest.losses == state["losses"]

@@ -147,7 +147,7 @@ def load_hf(path, device=None, dtype=None) -> Llama:
         if ours is not None:
             state[ours] = tensor
     if "output.weight" not in state and d.get("tie_word_embeddings"):
-        state["output.weight"] = state["tok_embeddings.weight"]  # we keep them untied: copy
+        state["output.weight"] = state["tok_embeddings.weight"].clone()  # ours are untied: train separately
     return Llama.from_state_dict(cfg, state, device=device, dtype=dtype)
 
 
@@ -202,6 +202,13 @@ def half_to_interleaved(w: torch.Tensor, n_heads: int) -> torch.Tensor:
     return w.view(n_heads, 2, out // n_heads // 2, inp).transpose(1, 2).reshape(out, inp)
 
 
+def _load_pth(file: Path) -> dict:
+    try:  # memory-mapped: a 70B shard is not read whole before the merge
+        return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # pre-zip (legacy) torch.save files cannot be mapped
+        return torch.load(file, map_location="cpu", weights_only=True)
+
+
 def load_meta(path, device=None, dtype=None) -> Llama:
     """Llama from Meta's params.json + consolidated.NN.pth (merged across model-parallel shards)."""
     path = Path(path)
@@ -209,7 +216,7 @@ def load_meta(path, device=None, dtype=None) -> Llama:
     files = sorted(path.glob("consolidated.*.pth"))
     if not files:
         raise FileNotFoundError(f"no consolidated.*.pth in {path}")
-    shards = [torch.load(f, map_location="cpu", weights_only=True, mmap=True) for f in files]
+    shards = [_load_pth(f) for f in files]
     state = {}
     for name in shards[0]:
         if name.startswith("rope."):  # precomputed frequencies, not weights

@@ -184,7 +184,9 @@ class Attention(nn.Module):
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if cache is not None:
             k, v = cache.update(layer, k, v)
-        if self.n_kv_heads != self.n_heads:  # grouped-query: each kv head serves n_heads/n_kv_heads queries
+        # grouped-query: each kv head serves n_heads/n_kv_heads query heads. Repeated here rather than with
+        # SDPA's enable_gqa, which the memory-efficient kernel (the one that takes packed-SFT masks) lacks.
+        if self.n_kv_heads != self.n_heads:
             k = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
             v = v.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)

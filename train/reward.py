@@ -140,7 +140,9 @@ def encode_answer(prompt: list[dict], answer: str, tokenizer, template: str = "l
                   max_len: int = 512) -> list[int]:
     """Token ids of ``prompt`` (messages ending in a user turn) followed by ``answer`` and EOS,
     rendered with the SFT ``template``. Longer than ``max_len``: the prompt keeps its last
-    tokens (at most half of max_len when the answer needs the rest), the answer its first.
+    tokens (at most a quarter of max_len when the answer needs the rest), the answer its first:
+    the answer is what is judged, the prompt's end (the question) is its context. A cut answer
+    still ends with its EOS, so the reward is always read at the same kind of token.
     Raises ValueError for a malformed conversation."""
     example = {"messages": list(prompt) + [{"role": "assistant", "content": answer}]}
     parts = segments(example, template)
@@ -148,9 +150,11 @@ def encode_answer(prompt: list[dict], answer: str, tokenizer, template: str = "l
     text, _, bos, eos = parts[-1]
     answer_ids = tokenizer.encode(text, bos=bos, eos=eos)
     if len(prompt_ids) + len(answer_ids) > max_len:
-        keep_prompt = max(min(len(prompt_ids), max_len // 2), max_len - len(answer_ids))
+        keep_prompt = max(min(len(prompt_ids), max_len // 4), max_len - len(answer_ids))
         prompt_ids = prompt_ids[len(prompt_ids) - keep_prompt:] if keep_prompt else []
-        answer_ids = answer_ids[: max_len - len(prompt_ids)]
+        room = max_len - len(prompt_ids)
+        if len(answer_ids) > room:
+            answer_ids = answer_ids[: room - 1] + answer_ids[-1:]
     return prompt_ids + answer_ids
 
 
@@ -217,24 +221,30 @@ def pair_loss_sum(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class PairBatches:
-    """``batch_size`` pairs per batch, reshuffled every epoch with ``seed + epoch`` (the
-    ``data`` object :func:`train.trainer.train_loop` expects)."""
+    """``batch_size`` pairs per batch and rank, reshuffled every epoch with ``[seed, epoch]`` (the
+    ``data`` object :func:`train.trainer.train_loop` expects). A global batch of
+    ``batch_size * world_size`` pairs is cut into one slice per ``rank``."""
 
-    def __init__(self, pairs: list[EncodedPair], batch_size: int, seed: int = 0, pad_id: int = 0):
+    def __init__(self, pairs: list[EncodedPair], batch_size: int, seed: int = 0, pad_id: int = 0,
+                 rank: int = 0, world_size: int = 1):
         if not pairs:
             raise ValueError("no usable preference pairs")
         self.pairs, self.batch_size, self.seed, self.pad_id = pairs, batch_size, seed, pad_id
+        self.rank, self.world_size = rank, world_size
         self.epoch, self.batch = 0, 0
 
     @property
     def batches_per_epoch(self) -> int:
-        return max(1, math.ceil(len(self.pairs) / self.batch_size))
+        return max(1, math.ceil(len(self.pairs) / (self.batch_size * self.world_size)))
 
     def next_batch(self) -> dict[str, torch.Tensor]:
         if self.batch >= self.batches_per_epoch:
             self.epoch, self.batch = self.epoch + 1, 0
         order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.pairs))
-        picked = order[self.batch * self.batch_size: (self.batch + 1) * self.batch_size]
+        start = (self.batch * self.world_size + self.rank) * self.batch_size
+        picked = order[start: start + self.batch_size]
+        if len(picked) == 0:  # a rank past the end of a short last batch repeats the epoch's first pairs
+            picked = order[: self.batch_size]
         self.batch += 1
         return collate_pairs([self.pairs[i] for i in picked], self.pad_id)
 
@@ -294,6 +304,7 @@ def accuracy(rm: RewardModel, pairs: list[EncodedPair], pad_id: int, batch_size:
     by: dict[str, list[bool]] = {}
     for p, ok in zip(pairs, right):
         by.setdefault(p.rating, []).append(ok)
+
     def summary(oks):
         return {"accuracy": sum(oks) / len(oks) if oks else float("nan"), "n": len(oks)}
     return {**summary(right), "by_rating": {k: summary(v) for k, v in sorted(by.items())}}
@@ -301,29 +312,10 @@ def accuracy(rm: RewardModel, pairs: list[EncodedPair], pad_id: int, batch_size:
 
 # --------------------------------------------------------------------------- training
 
-@dataclass
-class RewardConfig:
-    """``curate train rm`` settings. ``model``: a named config / LlamaConfig dict for a fresh
-    backbone, ignored when ``init_from`` (a checkpoint or Hugging Face directory) is given.
-    ``epochs`` (default 1, the paper's) sets ``train.steps``; ``warmup_ratio`` (3%) sets
-    ``train.warmup_steps``; the cosine floor is ``train.min_lr_ratio`` (10%)."""
-
-    run_dir: str | None
-    tokenizer: str
-    data: str                            # preference pairs, any format annotations reads
-    init_from: str | None = None
-    model: Any = "tiny"
-    val_data: str | None = None
-    val_fraction: float = 0.1
-    template: str = "llama2"
-    max_len: int = 512                   # tokens per (prompt, answer) row
-    margin: str = "none"                 # none | small | large
-    epochs: float | None = 1.0           # None: use train.steps as given
-    warmup_ratio: float = 0.03
-    seed: int = 0
-    resume: bool = True
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        batch_size=16, lr=1e-5, min_lr_ratio=0.1, eval_every=0, ckpt_every=0, log_every=10))
+def default_hyperparams() -> TrainConfig:
+    """Reward-model training defaults: 16 pairs per batch, peak lr 1e-5 (the paper's for models
+    below 70B), cosine down to 10%, no periodic evaluation or checkpoints (only at the end)."""
+    return TrainConfig(batch_size=16, lr=1e-5, min_lr_ratio=0.1, eval_every=0, ckpt_every=0, log_every=10)
 
 
 @dataclass
@@ -376,15 +368,15 @@ def train_reward_model(pairs, tokenizer, model="tiny", val_pairs=None, *, val_fr
     model: a Llama (trained in place: pass a copy to keep the original), a RewardModel (continued),
     a checkpoint / Hugging Face directory, or a config name/dict for a fresh backbone (seeded).
     val_pairs: held-out pairs; else ``val_fraction`` of ``pairs`` (seeded split).
-    hyperparams: a TrainConfig or dict over RewardConfig's defaults (batch 16 pairs, lr 1e-5).
+    hyperparams: a TrainConfig, or a dict over :func:`default_hyperparams` (batch 16 pairs, lr 1e-5).
     epochs: passes over the training pairs (sets steps; None keeps hyperparams' steps);
     warmup_ratio: share of steps in linear warmup (3%). Returns ``(rm, result)``.
     """
     from train import distributed
     from train.trainer import LoopState, build_optimizer, prepare_model, train_loop
 
-    base = RewardConfig(run_dir=None, tokenizer="", data="").train
-    tc = replace(hyperparams) if isinstance(hyperparams, TrainConfig) else TrainConfig(**{**asdict(base), **(hyperparams or {})})
+    base = asdict(default_hyperparams())
+    tc = replace(hyperparams) if isinstance(hyperparams, TrainConfig) else TrainConfig(**{**base, **(hyperparams or {})})
     if val_pairs is None:
         pairs, val_pairs = split_pairs(list(pairs), val_fraction, seed)
     train_enc, skipped = encode_pairs(pairs, tokenizer, template, max_len, margin)
@@ -392,14 +384,16 @@ def train_reward_model(pairs, tokenizer, model="tiny", val_pairs=None, *, val_fr
     skipped += [(f"val:{i}", why) for i, why in val_skipped]
     if not train_enc:
         raise CurateError(f"reward model: no usable preference pairs ({len(skipped)} skipped: {skipped[:1]})")
-    per_step = tc.batch_size * tc.grad_accum
+    world = distributed.init(None if tc.device == "auto" else tc.device)
+    per_step = tc.batch_size * tc.grad_accum * world.world_size
     if epochs is not None:
         tc.steps = max(1, math.ceil(epochs * len(train_enc) / per_step))
         tc.warmup_steps = max(1, round(warmup_ratio * tc.steps))
     rm = model if isinstance(model, RewardModel) else RewardModel(_backbone(model, seed))
+    if tokenizer.vocab_size > rm.cfg.vocab_size:
+        raise CurateError(f"tokenizer has {tokenizer.vocab_size} tokens, the model's vocabulary {rm.cfg.vocab_size}")
     rm.info.update(template=template, max_len=max_len, margin=margin)
-    world = distributed.init(None if tc.device == "auto" else tc.device)
-    data = PairBatches(train_enc, tc.batch_size, seed, tokenizer.pad_id)
+    data = PairBatches(train_enc, tc.batch_size, seed, tokenizer.pad_id, world.rank, world.world_size)
     val = [collate_pairs(val_enc[i: i + tc.batch_size], tokenizer.pad_id) for i in range(0, len(val_enc), tc.batch_size)]
     if run_dir is not None:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
@@ -416,37 +410,4 @@ def train_reward_model(pairs, tokenizer, model="tiny", val_pairs=None, *, val_fr
     result = RewardResult(state.step, state.losses, state.val_losses,
                           accuracy(rm, val_enc, tokenizer.pad_id) if val_enc else {"accuracy": float("nan"), "n": 0, "by_rating": {}},
                           accuracy(rm, train_enc, tokenizer.pad_id), skipped, len(train_enc), len(val_enc))
-    return rm, result
-
-
-def train_from_config(cfg) -> tuple[RewardModel, RewardResult]:
-    """``curate train rm CONFIG``: read the pairs and tokenizer the config names, train, and write
-    ``run_dir/model`` (reward model + tokenizer) and ``run_dir/report.json``."""
-    from annotations.formats import read_file
-    from train.config import load_config
-    from train.tokenizer import Tokenizer
-
-    cfg = load_config(cfg, RewardConfig)
-    for name in ("tokenizer", "data", "val_data", "init_from"):
-        value = getattr(cfg, name)
-        if value is not None and not Path(value).exists():
-            raise CurateError(f"{name}: no such file or directory: {value}")
-    tokenizer = Tokenizer.from_file(cfg.tokenizer)
-
-    def read(path):
-        records, rejects = read_file(path, fmt="preference")
-        return records, [(f"{r.source}:{r.line}", f"{r.check}: {r.reason}") for r in rejects]
-
-    pairs, rejected = read(cfg.data)
-    val_pairs, val_rejected = read(cfg.val_data) if cfg.val_data else (None, [])
-    rm, result = train_reward_model(
-        pairs, tokenizer, cfg.init_from or cfg.model, val_pairs, val_fraction=cfg.val_fraction,
-        template=cfg.template, max_len=cfg.max_len, margin=cfg.margin, epochs=cfg.epochs,
-        warmup_ratio=cfg.warmup_ratio, hyperparams=cfg.train, seed=cfg.seed, run_dir=cfg.run_dir,
-        resume=cfg.resume, quiet=False)
-    result.skipped = rejected + val_rejected + result.skipped
-    if cfg.run_dir:
-        rm.save(Path(cfg.run_dir) / "model", tokenizer_path=cfg.tokenizer)
-        report = {"config": asdict(cfg), **asdict(result)}
-        (Path(cfg.run_dir) / "report.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
     return rm, result

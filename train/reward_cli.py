@@ -2,9 +2,80 @@
 ``curate sample CONFIG`` (``sample_cmd``, top level through ``COMMANDS``)."""
 from __future__ import annotations
 
+import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import click
+
+from curate.errors import CurateError
+from train.config import TrainConfig
+
+
+def _default_hyperparams() -> TrainConfig:
+    from train.reward import default_hyperparams  # torch loads only when a command runs
+
+    return default_hyperparams()
+
+
+@dataclass
+class RewardConfig:
+    """``curate train rm`` settings. ``model``: a named config / LlamaConfig dict for a fresh
+    backbone, ignored when ``init_from`` (a checkpoint or Hugging Face directory) is given.
+    ``epochs`` (default 1, the paper's) sets ``train.steps``; ``warmup_ratio`` (3%) sets
+    ``train.warmup_steps``; the cosine floor is ``train.min_lr_ratio`` (10%)."""
+
+    run_dir: str | None
+    tokenizer: str
+    data: str                            # preference pairs, any format annotations reads
+    init_from: str | None = None
+    model: Any = "tiny"
+    val_data: str | None = None
+    val_fraction: float = 0.1
+    template: str = "llama2"
+    max_len: int = 512                   # tokens per (prompt, answer) row
+    margin: str = "none"                 # none | small | large
+    epochs: float | None = 1.0           # None: use train.steps as given
+    warmup_ratio: float = 0.03
+    seed: int = 0
+    resume: bool = True
+    train: TrainConfig = field(default_factory=_default_hyperparams)
+
+
+def train_from_config(cfg) -> tuple[RewardModel, RewardResult]:
+    """``curate train rm CONFIG``: read the pairs and tokenizer the config names, train, and write
+    ``run_dir/model`` (reward model + tokenizer) and ``run_dir/report.json``."""
+    from annotations.formats import read_file
+    from train.config import load_config
+    from train.reward import train_reward_model
+    from train.tokenizer import Tokenizer
+
+    cfg = load_config(cfg, RewardConfig)
+    for name in ("tokenizer", "data", "val_data", "init_from"):
+        value = getattr(cfg, name)
+        if value is not None and not Path(value).exists():
+            raise CurateError(f"{name}: no such file or directory: {value}")
+    tokenizer = Tokenizer.from_file(cfg.tokenizer)
+
+    def read(path):
+        records, rejects = read_file(path, fmt="preference")
+        return records, [(f"{r.source}:{r.line}", f"{r.check}: {r.reason}") for r in rejects]
+
+    pairs, rejected = read(cfg.data)
+    val_pairs, val_rejected = read(cfg.val_data) if cfg.val_data else (None, [])
+    rm, result = train_reward_model(
+        pairs, tokenizer, cfg.init_from or cfg.model, val_pairs, val_fraction=cfg.val_fraction,
+        template=cfg.template, max_len=cfg.max_len, margin=cfg.margin, epochs=cfg.epochs,
+        warmup_ratio=cfg.warmup_ratio, hyperparams=cfg.train, seed=cfg.seed, run_dir=cfg.run_dir,
+        resume=cfg.resume, quiet=False)
+    result.skipped = rejected + val_rejected + result.skipped
+    if cfg.run_dir:
+        rm.save(Path(cfg.run_dir) / "model", tokenizer_path=cfg.tokenizer)
+        report = {"config": asdict(cfg), **asdict(result)}
+        (Path(cfg.run_dir) / "report.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    return rm, result
+
 
 
 @click.command("rm")
@@ -19,8 +90,6 @@ def rm_cmd(config):
     Example:
       curate train rm examples/reward.yaml
     """
-    from train.reward import train_from_config
-
     rm, result = train_from_config(config)
     acc = result.accuracy
     click.echo(f"trained {result.steps} steps on {result.n_train} pairs ({len(result.skipped)} skipped); "
@@ -49,8 +118,6 @@ def sample_cmd(config, select_only):
     cfg = load_sample_config(config)
     if select_only:
         if not (Path(cfg.out_dir) / "candidates.jsonl").is_file():
-            from curate.errors import CurateError
-
             raise CurateError(f"--select-only: no {Path(cfg.out_dir) / 'candidates.jsonl'}")
         cfg.reuse = True
     report = run_sampling(cfg, log=click.echo)

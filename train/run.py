@@ -101,8 +101,8 @@ def pretrain(cfg, stop_after: int | None = None, quiet: bool = False) -> RunResu
     return RunResult(str(run_dir), state.step, state.losses, state.val_losses, state.tokens, model)
 
 
-def _batches(encoded, tc: TrainConfig, seed: int, pack_rows: bool, pad_id: int):
-    """Held-out encoded examples as a re-iterable of collated batches."""
+def _val_batches(encoded, tc: TrainConfig, pad_id: int) -> list[dict]:
+    """Held-out encoded examples, one per row, as a list of collated batches."""
     rows = pack(encoded, tc.seq_len, pack=False)
     return [collate(rows[i: i + tc.batch_size], pad_id) for i in range(0, len(rows), tc.batch_size)]
 
@@ -139,6 +139,7 @@ def sft(cfg=None, *, model: Llama | None = None, tokenizer=None, examples=None, 
             **{**asdict(base), **(hyperparams or {})})
         val_fraction = 0.0
     world = distributed.init(_device(tc))
+    pad_id = getattr(tokenizer, "pad_id", 0)  # no tokenizer needed when every example is Encoded
     encoded, skipped = encode_all(examples, tokenizer, template, tc.seq_len + 1)
     if val_examples is None and val_fraction > 0 and len(encoded) > 1:
         n_val = max(1, int(len(encoded) * val_fraction))
@@ -153,9 +154,9 @@ def sft(cfg=None, *, model: Llama | None = None, tokenizer=None, examples=None, 
         model = copy.deepcopy(model)
     if run_dir is not None and world.is_main:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
-    data = SFTBatches(encoded, tc.seq_len, tc.batch_size, seed, pack_examples, tokenizer.pad_id,
+    data = SFTBatches(encoded, tc.seq_len, tc.batch_size, seed, pack_examples, pad_id,
                       world.rank, world.world_size)
-    val = _batches(val_enc[world.rank:: world.world_size], tc, seed, pack_examples, tokenizer.pad_id)
+    val = _val_batches(val_enc[world.rank:: world.world_size], tc, pad_id)
     torch.manual_seed(seed)
     net = prepare_model(model, tc, world)
     optimizer = build_optimizer(net, tc)
@@ -164,7 +165,8 @@ def sft(cfg=None, *, model: Llama | None = None, tokenizer=None, examples=None, 
                        val_batches=(lambda: val[: tc.eval_batches]) if val else None,
                        flops_per_token=model.flops_per_token(tc.seq_len), stop_after=stop_after,
                        quiet=quiet)
-    distributed.shutdown(world) if cfg is not None else None
+    if cfg is not None:
+        distributed.shutdown(world)
     result = RunResult(str(run_dir) if run_dir else None, state.step, state.losses, state.val_losses,
                        state.tokens, model, skipped)
     return model, result

@@ -158,12 +158,12 @@ def encode_prompt(prompt: list[dict], tokenizer, template: str, max_len: int) ->
 def generate_candidates(model, tokenizer, prompts: list[list[dict]], k: int, *, name: str = "policy",
                         template: str = "llama2", temperature: float = 1.0, top_p: float = 0.9,
                         max_new_tokens: int = 128, batch_size: int = 32, seed: int = 0, round: int = 1,
-                        progress=None) -> list[dict]:
+                        skipped: list | None = None) -> list[dict]:
     """K answers per prompt from ``model``. Each generate call holds ``batch_size // k`` prompts
     (at least one) times K copies; call ``c`` samples with seed ``SeedSequence([seed, round, c])``,
     so a run is reproducible and rounds draw differently. Rows: prompt_id, prompt, model, round,
     sample (0..k-1), seed, answer, new_tokens, finished (ended with EOS). A prompt the template
-    rejects gets no rows; it is listed with the reason under ``"skipped"`` of the first row's prompt."""
+    rejects gets no rows; ``(prompt_id, reason)`` is appended to ``skipped`` when given."""
     per_call = max(1, batch_size // k)
     room = model.cfg.max_seq_len - max_new_tokens
     if room < 2:
@@ -173,8 +173,9 @@ def generate_candidates(model, tokenizer, prompts: list[list[dict]], k: int, *, 
     for p in prompts:
         try:
             encoded.append((p, encode_prompt(p, tokenizer, template, room)))
-        except ValueError:
-            continue
+        except ValueError as e:
+            if skipped is not None:
+                skipped.append((prompt_id(p), f"{name}: {e}"))
     rows = []
     for c in range(0, len(encoded), per_call):
         chunk = encoded[c: c + per_call]
@@ -188,8 +189,6 @@ def generate_candidates(model, tokenizer, prompts: list[list[dict]], k: int, *, 
                 rows.append({"prompt_id": prompt_id(prompt), "prompt": prompt, "model": name, "round": round,
                              "sample": j, "seed": call_seed, "answer": tokenizer.decode(new),
                              "new_tokens": len(new), "finished": finished})
-        if progress:
-            progress(min(c + per_call, len(encoded)), len(encoded))
     return rows
 
 
@@ -377,7 +376,7 @@ def run_sampling(cfg, log=print) -> dict:
             raise CurateError(f"{cfg.prompts}: no prompts (conversations with a user turn)")
         if skipped:
             log(f"{skipped} records have no user turn to answer: not sampled")
-        rows = []
+        rows, skipped_prompts = [], []
         for spec in policy_specs(cfg):
             model = load_policy(spec["path"], device)
             tok = load_tokenizer_for(spec, cfg.tokenizer)
@@ -385,8 +384,11 @@ def run_sampling(cfg, log=print) -> dict:
             rows += generate_candidates(model, tok, prompts, cfg.k, name=spec["name"], template=cfg.template,
                                         temperature=cfg.temperature, top_p=cfg.top_p,
                                         max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
-                                        seed=cfg.seed, round=cfg.round)
+                                        seed=cfg.seed, round=cfg.round, skipped=skipped_prompts)
             del model
+        if skipped_prompts:
+            log(f"{len(skipped_prompts)} prompts the template rejects, not sampled; first: {skipped_prompts[0][1]}")
+            write_jsonl(out / "skipped_prompts.jsonl", [{"prompt_id": i, "reason": r} for i, r in skipped_prompts])
         score_candidates(rows, rm, rm_tok)
         write_jsonl(cand_path, rows)
     pooled = read_candidates(cfg.pool) if cfg.pool else []

@@ -11,6 +11,8 @@ verified (e.g. by estimated Jaccard), then joined.
 """
 from __future__ import annotations
 
+import mmap
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -42,6 +44,26 @@ class ShardIndex:
         if what not in self._cache:
             self._cache[what] = np.load(self.files[what], mmap_mode="r", allow_pickle=False)
         return self._cache[what]
+
+    def read_rows(self, what: str, rows: np.ndarray) -> np.ndarray:
+        """Rows of array ``what`` read with ``pread``: random rows through a memory map
+        would map whole files (the kernel faults in neighbouring cached pages)."""
+        with open(self.files[what], "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(f)
+            width = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+            start, fd = f.tell(), f.fileno()
+            data = b"".join(os.pread(fd, width, start + int(r) * width) for r in rows)
+        return np.frombuffer(data, dtype).reshape((len(rows),) + tuple(shape[1:]))
+
+    def release(self) -> None:
+        """Unmap the pages read so far (they stay in the page cache), so that resident
+        memory holds one band's slices, not whole files."""
+        for array in self._cache.values():
+            if isinstance(array, np.memmap) and array._mmap is not None:
+                array._mmap.madvise(mmap.MADV_DONTNEED)
 
 
 def sorted_band_keys(keys: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -102,6 +124,8 @@ def cluster(shards: list[ShardIndex], bands: int,
                 counts["rejected_pairs"] += int((~ok).sum())
                 u, v = u[ok], v[ok]
             uf.union(u, v)
+        for s in shards:
+            s.release()
     return uf, counts
 
 
@@ -109,13 +133,18 @@ def gather_rows(shards: list[ShardIndex], what: str, dense: np.ndarray) -> np.nd
     """Rows of the per-shard array ``what`` (e.g. ``"sig"``) for dense ids, in order."""
     offsets = np.array([s.offset for s in shards], np.int64)
     which = np.searchsorted(offsets, dense, side="right") - 1
-    first = shards[0].load(what)
-    out = np.empty((len(dense),) + first.shape[1:], first.dtype)
+    out = None
     for i in np.unique(which):
         sel = np.flatnonzero(which == i)
         local = dense[sel] - shards[i].offset
         order = np.argsort(local)
-        out[sel[order]] = shards[i].load(what)[local[order]]
+        rows = shards[i].read_rows(what, local[order])
+        if out is None:
+            out = np.empty((len(dense),) + rows.shape[1:], rows.dtype)
+        out[sel[order]] = rows
+    if out is None:
+        first = shards[0].load(what)
+        out = np.empty((0,) + first.shape[1:], first.dtype)
     return out
 
 

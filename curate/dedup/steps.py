@@ -68,9 +68,10 @@ class ExactDedup(DedupStep):
 
 @register("minhash_dedup")
 class MinHashDedup(DedupStep):
-    """Remove near-duplicates: documents whose word n-gram sets have an estimated
-    Jaccard similarity of at least ``threshold`` with a kept document (directly
-    or through a chain of such pairs).
+    """Remove near-duplicates: estimated Jaccard of word n-gram sets >= threshold.
+
+    A document goes when its similarity with a kept document reaches
+    ``threshold`` (directly or through a chain of such pairs).
 
     ``num_perm`` MinHash permutations (datasketch affine32 scheme, ``seed``);
     ``bands`` x ``rows`` chosen by :func:`optimal_bands` unless both are given
@@ -121,8 +122,9 @@ class MinHashDedup(DedupStep):
 
 @register("decontaminate")
 class Decontaminate(GlobalStep):
-    """Drop (or flag) training documents that contain evaluation samples, and report
-    each evaluation sample's contamination (see :mod:`curate.dedup.decontam`).
+    """Drop or flag documents that contain evaluation-set text; report contamination.
+
+    Reports each evaluation sample's contaminated fraction (see :mod:`curate.dedup.decontam`).
 
     ``eval_files``: JSONL/JSON/text files; ``eval_key``: the field(s) to read (all
     string fields by default). ``report``: optional path for a JSONL of per-sample

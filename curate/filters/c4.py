@@ -62,7 +62,8 @@ class C4Quality(Step):
         for line in text.splitlines():
             line = line.strip()
             words = line.split()
-            if self.max_word_length != -1 and any(len(w) > self.max_word_length for w in words):
+            if (self.max_word_length != -1 and len(line) > self.max_word_length
+                    and max(map(len, words)) > self.max_word_length):
                 counters["lines_removed_too_long_word"] += 1
                 continue
             if self.remove_citations:

@@ -5,17 +5,17 @@ default thresholds and decision order so results match ``GopherQualityFilter`` a
 """
 from __future__ import annotations
 
+import operator
 import re
+from collections import Counter
+from itertools import accumulate, compress
 
-import numpy as np
-
-from curate.filters.text import is_symbol_word, split_words
+from curate.filters.text import LETTERS, SYMBOL, WORD_KINDS, split_words
 from curate.pipeline.step import Filter, register
 
 STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 _PARAGRAPHS = re.compile(r"\n{2,}")
 _LINES = re.compile(r"\n+")
-_HAS_LETTER = re.compile(r"[^\W\d_]")
 
 
 def _fmt(x: float) -> str:
@@ -56,15 +56,16 @@ class GopherQuality(Filter):
         text = doc.get(self.text_key) or ""
         words = split_words(text)
         n_words = len(words)
-        lengths = [len(w) for w in words if not is_symbol_word(w)]
-        n_real = len(lengths)
+        kinds = list(map(WORD_KINDS.__getitem__, words))
+        n_real = n_words - kinds.count(SYMBOL)
         if self.min_doc_words and n_real < self.min_doc_words:
             return f"words {n_real} < {self.min_doc_words}"
         if self.max_doc_words and n_real > self.max_doc_words:
             return f"words {n_real} > {self.max_doc_words}"
         if n_real == 0:
             return "words 0"
-        avg = sum(lengths) / n_real
+        symbol_chars = sum(map(len, compress(words, map(operator.not_, kinds))))  # SYMBOL is 0
+        avg = (sum(map(len, words)) - symbol_chars) / n_real
         if self.min_avg_word_length and avg < self.min_avg_word_length:
             return f"avg_word_length {_fmt(avg)} < {self.min_avg_word_length}"
         if self.max_avg_word_length and avg > self.max_avg_word_length:
@@ -86,7 +87,7 @@ class GopherQuality(Filter):
             if ratio > self.max_ellipsis_lines_ratio:
                 return f"ellipsis_lines {_fmt(ratio)} > {self.max_ellipsis_lines_ratio}"
         if self.min_alpha_words_ratio:
-            ratio = sum(1 for w in words if _HAS_LETTER.search(w)) / n_words
+            ratio = kinds.count(LETTERS) / n_words
             if ratio < self.min_alpha_words_ratio:
                 return f"alpha_words {_fmt(ratio)} < {self.min_alpha_words_ratio}"
         if self.min_stop_words:
@@ -109,60 +110,43 @@ def _dup_count_and_chars(items: list[str]) -> tuple[int, int]:
     return n, chars
 
 
-class _NGrams:
-    """Integer ids for a document's word n-grams, built incrementally: the id of an
-    n-gram is the rank of the pair (id of its (n-1)-gram prefix, id of its last word)."""
+def _ngrams(words: tuple[str, ...], n: int) -> list[tuple[str, ...]]:
+    return list(zip(*(words[k:] for k in range(n))))
 
-    def __init__(self, words: list[str]):
-        vocab: dict[str, int] = {}
-        self.word_ids = np.fromiter((vocab.setdefault(w, len(vocab)) for w in words), np.int64, len(words))
-        self.cum_len = np.zeros(len(words) + 1, dtype=np.int64)
-        self.cum_len[1:] = np.cumsum(np.fromiter(map(len, words), np.int64, len(words)))
-        self.n, self.ids = 1, self.word_ids
-        self.first: np.ndarray | None = None  # first position of each id, for the current n
 
-    def advance(self) -> bool:
-        """Move to n+1; False when the document has fewer words than that."""
-        m = len(self.word_ids) - self.n
-        if m <= 0:
-            return False
-        pairs = self.ids[:m] * (len(self.word_ids) + 1) + self.word_ids[self.n :]
-        _, self.first, self.ids = np.unique(pairs, return_index=True, return_inverse=True)
-        self.n += 1
-        return True
+def _top_ngram_chars(words: tuple[str, ...], n: int) -> int:
+    """Characters of the most frequent n-gram (words joined by single spaces) times its
+    count; ties go to the n-gram seen first. 0 when there are fewer than n words."""
+    grams = _ngrams(words, n)
+    if not grams:
+        return 0
+    gram, count = Counter(grams).most_common(1)[0]
+    return (sum(map(len, gram)) + n - 1) * count
 
-    def chars(self, pos: np.ndarray | int) -> np.ndarray | int:
-        """Characters of the n-grams at ``pos`` with the words joined without spaces."""
-        return self.cum_len[pos + self.n] - self.cum_len[pos]
 
-    def top_chars(self) -> int:
-        """Characters (words joined by single spaces) of the most frequent n-gram times its
-        count; ties go to the n-gram seen first."""
-        counts = np.bincount(self.ids)
-        best = counts.max()
-        pos = int(self.first[counts == best].min())
-        return int(best) * (int(self.chars(pos)) + self.n - 1)
-
-    def dup_chars(self) -> int:
-        """Characters in repeated n-grams, scanning left to right and skipping past each
-        repeat (so overlapping repeats are not counted twice)."""
-        positions = np.arange(len(self.ids))
-        repeats = np.flatnonzero(self.first[self.ids] < positions)
-        if len(repeats) == 0:
-            return 0
-        seen = np.zeros(len(self.first), dtype=bool)
-        total, idx = 0, 0
-        for r in repeats.tolist():
-            if r < idx:
-                continue
-            seen[self.ids[idx:r]] = True  # everything before r is a first occurrence
-            if seen[self.ids[r]]:
-                total += int(self.chars(r))
-                idx = r + self.n
-            else:
-                seen[self.ids[r]] = True
-                idx = r + 1
-        return total
+def _dup_ngram_chars(words: tuple[str, ...], n: int, cum_len: list[int]) -> int:
+    """Characters (words joined without spaces) in repeated n-grams, scanning left to right
+    and jumping past each repeat so overlapping repeats are not counted twice.
+    ``cum_len[i]`` is the length of the first i words joined."""
+    grams = _ngrams(words, n)
+    m = len(grams)
+    first = dict(zip(reversed(grams), range(m - 1, -1, -1)))  # n-gram -> first position
+    if len(first) == m:
+        return 0
+    repeats = list(compress(range(m), map(operator.ne, map(first.__getitem__, grams), range(m))))
+    seen: set[tuple[str, ...]] = set()
+    total = idx = 0
+    for r in repeats:
+        if r < idx:
+            continue
+        seen.update(grams[idx:r])  # everything between repeats is a first occurrence
+        if grams[r] in seen:
+            total += cum_len[r + n] - cum_len[r]
+            idx = r + n
+        else:
+            seen.add(grams[r])
+            idx = r + 1
+    return total
 
 
 @register("gopher_repetition")
@@ -209,16 +193,15 @@ class GopherRepetition(Filter):
             return f"dup_line_char_frac {_fmt(dup_chars / size)} > {self.dup_line_char_frac}"
 
         words = split_words(text)
-        grams = _NGrams(words)
-        checks = [("top", n, f) for n, f in self.top_n_grams] + [("dup", n, f) for n, f in self.dup_n_grams]
-        for kind, n, frac in checks:
-            if n < grams.n:
-                grams = _NGrams(words)
-            while grams.n < n and grams.advance():
-                pass
-            if grams.n != n:
-                continue  # fewer than n words: no n-grams, nothing repeated
-            value = (grams.top_chars() if kind == "top" else grams.dup_chars()) / size
+        for n, frac in self.top_n_grams:
+            value = _top_ngram_chars(words, n) / size
             if value > frac:
-                return f"{kind}_{n}_gram_char_frac {_fmt(value)} > {frac}"
+                return f"top_{n}_gram_char_frac {_fmt(value)} > {frac}"
+        cum_len = [0, *accumulate(map(len, words))]
+        for n, frac in self.dup_n_grams:
+            chars = _dup_ngram_chars(words, n, cum_len)
+            if chars / size > frac:
+                return f"dup_{n}_gram_char_frac {_fmt(chars / size)} > {frac}"
+            if chars == 0:
+                break  # no n-gram repeats, so no longer one can
         return None

@@ -5,15 +5,7 @@ import numpy as np
 
 from curate.pipeline.step import Step, register
 from curate.record import Removed
-from curate.scoring.models import resolve
-
-
-def load_fasttext(path):
-    """Load a fastText model quietly (the library prints a warning on load)."""
-    import fasttext
-
-    fasttext.FastText.eprint = lambda *a, **k: None
-    return fasttext.load_model(str(path))
+from curate.scoring.models import load_fasttext, resolve
 
 
 @register("language")

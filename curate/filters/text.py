@@ -23,6 +23,8 @@ from __future__ import annotations
 import re
 import string
 import unicodedata
+from functools import lru_cache
+from itertools import chain
 
 # Characters of Unicode's Sentence_Terminal property (UCD PropList.txt): the marks that
 # end a sentence in any script. Used for "line ends in terminal punctuation" and
@@ -196,29 +198,46 @@ def _tokenize_chunk(chunk: str) -> tuple[str, ...]:
     return (*prefixes, *middle, *reversed(suffixes))
 
 
-_CACHE: dict[str, tuple[str, ...]] = {}
-_CACHE_MAX = 500_000
+class _ChunkTokens(dict):
+    """chunk -> its tokens, computed on first sight (word frequencies are Zipfian, so
+    nearly every lookup is a hit and runs at C speed through ``map``)."""
+
+    def __missing__(self, chunk: str) -> tuple[str, ...]:
+        if len(self) >= 200_000:
+            self.clear()
+        toks = self[chunk] = _tokenize_chunk(chunk)
+        return toks
 
 
-def split_words(text: str) -> list[str]:
+_CHUNKS = _ChunkTokens()
+
+
+@lru_cache(maxsize=8)
+def split_words(text: str) -> tuple[str, ...]:
     """Words and punctuation tokens of ``text``, in order, whitespace dropped.
-    Approximates datatrove's ``split_into_words`` for English (spaCy's rules); chunks are
-    cached because word frequencies are Zipfian, which makes this several times faster."""
-    out: list[str] = []
-    cache = _CACHE
-    for chunk in text.split():
-        toks = cache.get(chunk)
-        if toks is None:
-            if len(cache) >= _CACHE_MAX:
-                cache.clear()
-            toks = cache[chunk] = _tokenize_chunk(chunk)
-        out.extend(toks)
-    return out
+    Approximates datatrove's ``split_into_words`` for English (spaCy's rules). The last
+    few results are cached, as filters in a chain split the same text."""
+    return tuple(chain.from_iterable(map(_CHUNKS.__getitem__, text.split())))
 
 
 def is_symbol_word(word: str) -> bool:
     """True when every character of ``word`` is punctuation (Gopher's "symbol" tokens)."""
     return SYMBOL_WORD.fullmatch(word) is not None
+
+
+class _WordKinds(dict):
+    """token -> SYMBOL (only punctuation), LETTERS (has a letter) or OTHER (digits ...)."""
+
+    def __missing__(self, word: str) -> int:
+        if len(self) >= 200_000:
+            self.clear()
+        kind = self[word] = SYMBOL if is_symbol_word(word) else LETTERS if _LETTER.search(word) else OTHER
+        return kind
+
+
+SYMBOL, LETTERS, OTHER = 0, 1, 2
+_LETTER = re.compile(r"[^\W\d_]")
+WORD_KINDS = _WordKinds()
 
 
 def _is_punct_token(token: str) -> bool:

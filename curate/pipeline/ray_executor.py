@@ -140,6 +140,13 @@ class RayExecutor(Executor):
             raise CurateError(f"{where} failed on the Ray cluster after {self.max_retries} retries "
                               f"({type(e).__name__}); rerun the same command to resume") from None
 
+    def dedup_cluster(self, shards, bands, verify):
+        """The dedup steps' clustering as Ray tasks, one per (band, key range):
+        :func:`curate.dedup.ray_reduce.ray_cluster`, same result as the in-process one."""
+        from curate.dedup.ray_reduce import ray_cluster
+
+        return ray_cluster(shards, bands, verify, max_retries=self.max_retries)
+
     def close(self) -> None:
         if self._started and ray.is_initialized():
             ray.shutdown()

@@ -207,6 +207,7 @@ def run_pipeline(config: str | Path | dict, out: str | Path | None = None, worke
                 reduce_stats[barrier] = _reduce(out, steps[barrier], barrier, len(shards), quiet)
     finally:
         ex.close()
+    remove_stale_tmp(out)  # every task is done: temporary files left are a dead attempt's (Ray retries)
     stats = _aggregate(cfg, steps, shards, results, reduce_stats, time.perf_counter() - t_start)
     write_json(out / "stats.json", stats)
     write_json(out / "manifest.json", _manifest(cfg, shards, results, len(segs) - 1))

@@ -1,0 +1,4 @@
+"""Scores written to ``meta``: fastText quality (``quality``, ``quality_filter``),
+language-model perplexity (``perplexity``) and reward-model scores (``reward``).
+Importing this package registers the steps; models load in each step's ``setup``."""
+from curate.scoring import perplexity, quality, reward  # noqa: F401

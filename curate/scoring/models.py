@@ -49,6 +49,14 @@ def resolve(name: str, path: str | None) -> Path:
     return p
 
 
+def load_fasttext(path):
+    """Load a fastText model quietly (the library prints a warning on load)."""
+    import fasttext
+
+    fasttext.FastText.eprint = lambda *a, **k: None
+    return fasttext.load_model(str(path))
+
+
 def fetch(name: str, url: str | None = None, timeout: float = 60.0) -> Path:
     """Download model ``name`` into the cache (atomically: a partial download never
     looks finished) and return its path. Raises CurateError when offline."""

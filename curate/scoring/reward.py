@@ -1,7 +1,7 @@
 """The ``reward`` step: score SFT conversations with a reward model from ``curate train rm``.
 
-Writes ``meta["reward"]`` (the reward of the last assistant answer given the turns before
-it) and, with ``min_reward``, removes the conversations scoring below it. Preference pairs
+Writes ``meta[key]`` (default ``reward``): the reward of the last assistant answer given the
+turns before it. With ``min_reward`` it also removes the conversations scoring below it. Preference pairs
 get ``meta["reward_chosen"]`` and ``meta["reward_rejected"]``. Documents that are not
 conversations (no ``meta["messages"]`` ending in an answer) are kept unscored and counted
 in ``counters["reward_unscored"]``.
@@ -22,11 +22,13 @@ from curate.record import Removed
 
 @register("reward")
 class RewardScore(Step):
-    def __init__(self, model: str, min_reward: float | None = None, batch_size: int = 16, device: str = "cpu"):
+    def __init__(self, model: str, min_reward: float | None = None, batch_size: int = 16, device: str = "cpu",
+                 key: str = "reward"):
         super().__init__()
         if not (Path(model) / "reward.json").is_file():
             raise ValueError(f"reward: {model} is not a reward model directory (no reward.json)")
         self.path, self.min_reward, self.batch_size, self.device = model, min_reward, batch_size, device
+        self.key = key
         self.rm = self.tokenizer = None
 
     def setup(self) -> None:
@@ -47,7 +49,7 @@ class RewardScore(Step):
                     ("reward_rejected", meta["prompt"], meta.get("rejected"))]
         msgs = meta.get("messages")
         if isinstance(msgs, list) and msgs and isinstance(msgs[-1], dict) and msgs[-1].get("role") == "assistant":
-            return [("reward", msgs[:-1], msgs[-1].get("content"))]
+            return [(self.key, msgs[:-1], msgs[-1].get("content"))]
         return []
 
     def process(self, docs):
@@ -65,7 +67,7 @@ class RewardScore(Step):
             self.counters["reward_scored" if not math.isnan(r) else "reward_malformed"] += 1
         kept, removed = [], []
         for doc in docs:
-            r = doc.meta.get("reward")
+            r = doc.meta.get(self.key)
             if not self._items(doc):
                 self.counters["reward_unscored"] += 1
             if self.min_reward is not None and isinstance(r, float) and r < self.min_reward:

@@ -1,0 +1,482 @@
+"""Data-recipe ablations (``curate ablate data CONFIG``), on the vendor comparison's machinery.
+
+Each arm is a recipe applied to one source (or a named dataset): a curate pipeline, the top
+fraction by a score, a random draw of the same token budget as another arm, a size cap, a
+degradation (answers shuffled between prompts, words replaced, answers cut). Every arm trains
+the same model from the same start under paired seeds and is scored on one held-out set.
+
+* ``kind: sft`` -- conversations; the arms run through :class:`annotations.arms.Harness`
+  (budgets in answer tokens, the same steps for all, seed i = same order and torch seed).
+* ``kind: pretrain`` -- documents (``text``); each arm's documents are tokenized, laid end to
+  end in a seeded order per seed and cut into windows; the held-out loss is per held-out document.
+
+Modes: ``tokens`` -- every arm gets the same token budget (``budget``, default the smallest arm's
+tokens), drawn afresh per seed; ``steps`` -- every arm trains ``steps`` steps on its whole pool.
+The effects against ``baseline`` come from :func:`annotations.stats.compare_arms` (two-stage
+bootstrap over seeds, then held-out items).
+
+Config (YAML, paths relative to it)::
+
+    kind: sft                       # sft | pretrain
+    source: ../data/alpaca.json
+    tokenizer: tok.model
+    base: out/base                  # checkpoint; or `model:` (a config) for a fresh seeded init
+    heldout_size: 150               # held out from the source first (or `heldout: file`)
+    mode: tokens                    # tokens | steps
+    seeds: 3
+    baseline: all
+    arms:
+      - {name: all}
+      - {name: top10, pipeline: score.yaml, top: {fraction: 0.1, by: reward}}
+      - {name: random10, random: {like: top10}}
+      - {name: dedup, pipeline: dedup.yaml}
+      - {name: shuffled, degrade: {shuffle_answers: true}}
+    train: {lr: 1.0e-3, batch_size: 8, seq_len: 256}
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from annotations import stats
+from annotations.arms import Arm, Harness, Settings, fingerprint, metric, safe_name
+from annotations.compare import decontaminate, replace_words, sample, shuffle_answers, truncate_answers
+from curate.errors import CurateError
+
+ARM_KEYS = {"name", "data", "pipeline", "top", "random", "size", "degrade"}
+
+
+@dataclass
+class AblateConfig:
+    source: str
+    tokenizer: str
+    arms: Any
+    kind: str = "sft"
+    baseline: str | None = None
+    base: str | None = None
+    model: Any = "tiny"
+    init_seed: int = 0
+    heldout: str | None = None
+    heldout_size: int = 150
+    mode: str = "tokens"
+    budget: int | None = None
+    steps: int | None = None
+    epochs: float = 1.0
+    seeds: int = 3
+    template: str = "llama2"
+    train: dict = field(default_factory=dict)
+    eval_points: int = 4
+    noise_floor: str | None = None
+    n_boot: int = 2000
+    seed: int = 0
+    out: str | None = None
+
+    def __post_init__(self):
+        if self.kind not in ("sft", "pretrain"):
+            raise CurateError(f"kind must be sft or pretrain, got {self.kind!r}")
+        if self.mode not in ("tokens", "steps"):
+            raise CurateError(f"mode must be tokens or steps, got {self.mode!r}")
+        if self.mode == "steps" and not self.steps:
+            raise CurateError("mode: steps needs `steps`")
+        if not isinstance(self.arms, list) or not self.arms:
+            raise CurateError("arms: expected a non-empty list")
+        for a in self.arms:
+            if not isinstance(a, dict) or not a.get("name"):
+                raise CurateError(f"every arm needs a name: {a!r}")
+            unknown = sorted(set(a) - ARM_KEYS)
+            if unknown:
+                raise CurateError(f"arm {a['name']!r}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(ARM_KEYS))})")
+        names = [a["name"] for a in self.arms]
+        if len(set(names)) != len(names):
+            raise CurateError(f"arm names must be distinct: {names}")
+        self.baseline = self.baseline or names[0]
+        if self.baseline not in names:
+            raise CurateError(f"baseline {self.baseline!r} is not an arm ({', '.join(names)})")
+
+
+def load_config(path) -> AblateConfig:
+    """An AblateConfig from YAML (``yaml.safe_load``); relative paths resolve against the file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise CurateError(f"ablation config not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise CurateError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    return config_from_dict(raw, path.parent)
+
+
+def config_from_dict(raw, base_dir: Path = Path(".")) -> AblateConfig:
+    if not isinstance(raw, dict):
+        raise CurateError("ablation config: expected a mapping")
+    names = {f.name for f in fields(AblateConfig)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise CurateError(f"ablation config: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(names))})")
+    for key in ("source", "tokenizer", "arms"):
+        if not raw.get(key):
+            raise CurateError(f"ablation config: missing required key {key!r}")
+    raw = copy.deepcopy(raw)
+    resolve = lambda p: str((Path(base_dir) / p).resolve())  # noqa: E731
+    for key in ("source", "tokenizer", "base", "heldout", "out"):
+        if raw.get(key):
+            raw[key] = resolve(raw[key])
+    for arm in raw["arms"] if isinstance(raw["arms"], list) else []:
+        for key in ("data", "pipeline"):
+            if isinstance(arm, dict) and arm.get(key):
+                arm[key] = resolve(arm[key])
+    return AblateConfig(**raw)
+
+
+# --------------------------------------------------------------------------- reading and recipes
+
+def read_items(path: str, kind: str) -> list[dict]:
+    """SFT conversations (``{"messages"}``, any format train.sft reads) or documents
+    (``{"text", ...other fields}`` from .jsonl / .parquet / plain text, one per line)."""
+    if not Path(path).is_file():
+        raise CurateError(f"no such file: {path}")
+    if kind == "sft":
+        from annotations.compare import load_heldout
+
+        return load_heldout(path)
+    if path.endswith(".jsonl"):
+        rows = [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
+    elif path.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(path).to_pylist()
+    else:
+        rows = [{"text": line} for line in open(path, encoding="utf-8") if line.strip()]
+    return [r for r in rows if isinstance(r.get("text"), str) and r["text"].strip()]
+
+
+def item_text(item: dict) -> str:
+    if "messages" in item:
+        return "\n\n".join(m["content"] for m in item["messages"])
+    return item["text"]
+
+
+def run_pipeline_on(items: list[dict], pipeline: str, work: Path) -> list[dict]:
+    """Apply the ``steps`` of a curate pipeline YAML to ``items``; return the kept items in
+    order, each with the pipeline's ``meta`` fields merged in (scores such as ``reward``)."""
+    import yaml
+
+    from curate.pipeline.runner import run_pipeline
+
+    steps = (yaml.safe_load(Path(pipeline).read_text(encoding="utf-8")) or {}).get("steps") or []
+    work.mkdir(parents=True, exist_ok=True)
+    src = work / "input.jsonl"
+    with open(src, "w", encoding="utf-8") as f:
+        for i, it in enumerate(items):
+            f.write(json.dumps({"id": str(i), "text": item_text(it), **({"messages": it["messages"]} if "messages" in it else {})},
+                               ensure_ascii=False) + "\n")
+    run_pipeline({"inputs": [{"path": str(src)}], "steps": steps, "output": {"dir": str(work / "out"), "format": "jsonl"}},
+                 quiet=True, workers=1, overwrite=True)
+    kept = {}
+    for part in sorted((work / "out" / "data").glob("*.jsonl")):
+        for line in open(part, encoding="utf-8"):
+            row = json.loads(line)
+            kept[int(row["id"])] = row.get("meta") or {}
+    return [{**items[i], **{k: v for k, v in kept[i].items() if k not in ("messages", "text")}} for i in sorted(kept)]
+
+
+def build_arms(specs: list[dict], source: list[dict], cfg: AblateConfig, sizes, work: Path) -> tuple[dict, dict]:
+    """Arm name -> items, and arm name -> what the recipe did. ``sizes(items)``: token count of
+    each item (answer tokens for SFT, document tokens for pretraining)."""
+    arms, info = {}, {}
+    for spec in specs:
+        name, note = spec["name"], {}
+        items = read_items(spec["data"], cfg.kind) if spec.get("data") else list(source)
+        note["pool"] = len(items)
+        if spec.get("pipeline"):
+            items = run_pipeline_on(items, spec["pipeline"], work / "pipelines" / safe_name(name))
+            note["after_pipeline"] = len(items)
+        if spec.get("top"):
+            frac, by = float(spec["top"].get("fraction", 0.1)), spec["top"].get("by")
+            scored = [it for it in items if isinstance(it.get(by), (int, float)) and math.isfinite(it[by])]
+            note["unscored"] = len(items) - len(scored)
+            keep = max(1, int(round(len(scored) * frac)))
+            order = sorted(range(len(scored)), key=lambda i: -scored[i][by])[:keep]
+            items = [scored[i] for i in sorted(order)]
+        if spec.get("random"):
+            r = spec["random"]
+            rng = np.random.default_rng([cfg.seed, len(arms)])
+            order = rng.permutation(len(items))
+            if r.get("like"):
+                if r["like"] not in arms:
+                    raise CurateError(f"arm {name!r}: random.like names {r['like']!r}, which must come earlier")
+                target = int(sizes(arms[r["like"]]).sum())
+                fits = np.cumsum(sizes([items[i] for i in order])) <= target
+                order = order[fits]
+                note["token_target"] = target
+            else:
+                order = order[: max(1, int(round(len(items) * float(r.get("fraction", 0.1)))))]
+            items = [items[i] for i in np.sort(order)]
+        if spec.get("size"):
+            keep = np.sort(np.random.default_rng([cfg.seed, 7]).permutation(len(items))[: int(spec["size"])])
+            items = [items[i] for i in keep]
+        for key, value in (spec.get("degrade") or {}).items():
+            if cfg.kind != "sft":
+                raise CurateError(f"arm {name!r}: degrade applies to SFT arms only")
+            if key == "shuffle_answers" and value:
+                items = shuffle_answers(items, cfg.seed)
+            elif key == "replace_words":
+                items = replace_words(items, float(value), cfg.seed)
+            elif key == "truncate":
+                items = truncate_answers(items, float(value))
+            elif key != "shuffle_answers":
+                raise CurateError(f"arm {name!r}: unknown degrade {key!r} (shuffle_answers, replace_words, truncate)")
+        if not items:
+            raise CurateError(f"arm {name!r}: the recipe left no data")
+        note.update(items=len(items), tokens=int(sizes(items).sum()), data=fingerprint(items))
+        arms[name], info[name] = items, note
+    return arms, info
+
+
+# --------------------------------------------------------------------------- pretraining arms
+
+class ArmStream:
+    """One arm's documents laid end to end in a seeded order and cut into windows of
+    ``seq_len + 1`` tokens. ``limit``: use only the first ``limit`` windows (the token budget),
+    cycled in a fresh order each epoch when a run needs more. Counts what it hands out."""
+
+    def __init__(self, docs: list[np.ndarray], seq_len: int, batch_size: int, seed: int, limit: int | None = None):
+        order = np.random.default_rng([seed, 1]).permutation(len(docs))
+        stream = np.concatenate([docs[i] for i in order]) if docs else np.zeros(0, np.int64)
+        n = len(stream) // (seq_len + 1)
+        if limit is not None and limit > n:
+            raise CurateError(f"an arm has {n} windows of {seq_len + 1} tokens, fewer than the {limit} its budget needs")
+        n = n if limit is None else limit
+        self.windows = stream[: n * (seq_len + 1)].reshape(n, seq_len + 1).astype(np.int64)
+        self.batch_size, self.seed, self.epoch, self.batch = batch_size, seed, 0, 0
+        self.tokens_seen, self.windows_seen = 0, set()
+        if n < batch_size:
+            raise CurateError(f"an arm has {n} windows, fewer than one batch of {batch_size}")
+
+    def next_batch(self):
+        import torch
+
+        per_epoch = len(self.windows) // self.batch_size
+        if self.batch >= per_epoch:
+            self.epoch, self.batch = self.epoch + 1, 0
+        order = np.random.default_rng([self.seed, 2, self.epoch]).permutation(len(self.windows))
+        rows = order[self.batch * self.batch_size: (self.batch + 1) * self.batch_size]
+        self.batch += 1
+        self.tokens_seen += len(rows) * (self.windows.shape[1] - 1)
+        self.windows_seen.update(rows.tolist())
+        w = torch.from_numpy(self.windows[rows])
+        return w[:, :-1], w[:, 1:]
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "batch": self.batch}
+
+
+def doc_batches(docs: list[np.ndarray], seq_len: int, batch_size: int, pad_id: int) -> list[dict]:
+    """Held-out documents (first ``seq_len + 1`` tokens each) as padded batches; padding carries no loss."""
+    import torch
+
+    out = []
+    for i in range(0, len(docs), batch_size):
+        chunk = [d[: seq_len + 1] for d in docs[i: i + batch_size]]
+        width = max(len(d) for d in chunk) - 1
+        inputs = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        targets = torch.full((len(chunk), width), -100, dtype=torch.long)
+        for r, d in enumerate(chunk):
+            t = torch.as_tensor(d, dtype=torch.long)
+            inputs[r, : len(d) - 1], targets[r, : len(d) - 1] = t[:-1], t[1:]
+        out.append({"inputs": inputs, "targets": targets})
+    return out
+
+
+def doc_losses(model, batches: list[dict]) -> list[float]:
+    """Mean next-token loss (nats) of each held-out document."""
+    import torch
+    import torch.nn.functional as F
+
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for b in batches:
+            logits = model(b["inputs"]).float()
+            nll = F.cross_entropy(logits.transpose(1, 2), b["targets"], ignore_index=-100, reduction="none")
+            out += (nll.sum(1) / (b["targets"] != -100).sum(1)).tolist()
+    return [round(x, 6) for x in out]
+
+
+def pretrain_arm(base, docs: list[np.ndarray], heldout: list[dict], hp: dict, seed: int, steps: int,
+                 limit: int | None, eval_points: int = 4) -> dict:
+    """Train a copy of ``base`` for ``steps`` steps on one arm's windows at ``seed``."""
+    import torch
+
+    from train import distributed
+    from train.config import TrainConfig
+    from train.trainer import LoopState, build_optimizer, train_loop
+
+    tc = TrainConfig(**{**hp, "steps": steps, "ckpt_every": 0, "log_every": steps,
+                        "eval_every": max(1, steps // max(1, eval_points))})
+    data = ArmStream(docs, tc.seq_len, tc.batch_size, seed, limit)
+    torch.manual_seed(seed)
+    model = copy.deepcopy(base)
+    world = distributed.World()
+    state = train_loop(model, build_optimizer(model, tc), data, tc, world, state=LoopState(),
+                       val_batches=lambda: heldout, quiet=True)
+    per_step = tc.batch_size * tc.seq_len
+    return {"seed": seed, "steps": state.step, "trained_tokens": state.tokens, "tokens_seen": data.tokens_seen,
+            "distinct_tokens": len(data.windows_seen) * tc.seq_len, "budget_tokens": None if limit is None else limit * tc.seq_len,
+            "train_loss": [round(x, 5) for x in state.losses],
+            "val_curve": [[s * per_step, round(v, 5)] for s, v in state.val_losses],
+            "heldout_loss": doc_losses(model, heldout)}
+
+
+# --------------------------------------------------------------------------- the ablation
+
+def run_ablation(cfg: AblateConfig, out: str | Path | None = None, quiet: bool = True) -> dict:
+    """Everything `curate ablate data` does; resumable in ``out``. Returns the result dict
+    (also written as ablate.json, ablate.html and figures)."""
+    import torch
+
+    from annotations.ablate_report import write_report
+    from train.model import Llama, get_config
+    from train.run import load_model
+    from train.sft import encode
+    from train.tokenizer import Tokenizer
+
+    out = Path(out or cfg.out or "out/ablate")
+    out.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer.from_file(cfg.tokenizer)
+    if cfg.base:
+        base = load_model(cfg.base)
+    else:
+        torch.manual_seed(cfg.init_seed)
+        base = Llama(get_config(cfg.model, vocab_size=tok.vocab_size))
+    max_len = int(cfg.train.get("seq_len", 256)) + 1
+    source = read_items(cfg.source, cfg.kind)
+    if cfg.heldout:
+        heldout = read_items(cfg.heldout, cfg.kind)
+    else:  # held out from the source before any recipe sees it
+        pick = set(np.random.default_rng([cfg.seed, 3]).permutation(len(source))[: cfg.heldout_size].tolist())
+        heldout = [x for i, x in enumerate(source) if i in pick]
+        source = [x for i, x in enumerate(source) if i not in pick]
+
+    if cfg.kind == "sft":
+        def sizes(items):
+            out_ = []
+            for it in items:
+                try:
+                    out_.append(encode(it, tok, cfg.template, max_len).num_loss_tokens)
+                except ValueError:
+                    out_.append(0)
+            return np.array(out_, dtype=np.int64)
+    else:
+        def sizes(items):
+            return np.array([len(x) for x in tok.encode_batch([it["text"] for it in items], eos=True)], dtype=np.int64)
+
+    arms, info = build_arms(cfg.arms, source, cfg, sizes, out)
+    if cfg.kind == "sft":
+        heldout, dropped = decontaminate(heldout, arms)
+        heldout = sample(heldout, cfg.heldout_size, cfg.seed)
+        results, plan = _run_sft(cfg, arms, base, tok, heldout, out, quiet)
+    else:
+        texts = {" ".join(h["text"].split()) for h in heldout}
+        dropped = 0
+        for name in arms:  # exact held-out texts never train
+            before = len(arms[name])
+            arms[name] = [it for it in arms[name] if " ".join(it["text"].split()) not in texts]
+            info[name]["dropped_heldout"] = before - len(arms[name])
+        results, plan = _run_pretrain(cfg, arms, base, tok, heldout, out, quiet)
+    result = summarize(cfg, results, info)
+    result.update(plan=plan, heldout={"items": len(heldout), "dropped_contaminated": dropped,
+                                      "source": cfg.heldout or f"{cfg.heldout_size} held out of {cfg.source}"},
+                  config=asdict(cfg), config_hash=fingerprint(asdict(cfg)))
+    write_report(result, out, kind="data")
+    return result
+
+
+def _run_sft(cfg, arms, base, tok, heldout, out, quiet):
+    tokens = cfg.mode == "tokens"
+    settings = Settings(seeds=cfg.seeds, budget="tokens" if tokens else "all", max_budget=cfg.budget if tokens else None,
+                        steps=cfg.steps, epochs=cfg.epochs, template=cfg.template,
+                        train={**Settings().train, **cfg.train}, eval_points=cfg.eval_points)
+    arm_list = [Arm(n, items) for n, items in arms.items()]
+    if cfg.noise_floor:
+        if cfg.noise_floor not in arms:
+            raise CurateError(f"noise_floor: no arm named {cfg.noise_floor!r}")
+        arm_list += [Arm(f"{cfg.noise_floor} (half {k + 1})", arms[cfg.noise_floor], group="noise", part=(k, 2))
+                     for k in range(2)]
+    harness = Harness(arm_list, base, tok, heldout, settings, out)
+    results = harness.run(quiet=quiet)
+    for name, runs in results.items():
+        for r in runs:  # training tokens at each evaluation: loss tokens per step x step
+            per_step = r["trained_tokens"] / max(1, r["steps"])
+            r["val_curve"] = [[round(s * per_step), v] for s, v in r["val_curve"]]
+            r["budget_tokens"] = harness.plan["budgets"].get("main")
+    return results, {k: v for k, v in harness.plan.items() if not k.startswith("_")}
+
+
+def _run_pretrain(cfg, arms, base, tok, heldout, out, quiet):
+    hp = {**{"lr": 1e-3, "batch_size": 8, "seq_len": 256, "warmup_steps": 5, "min_lr_ratio": 0.1}, **cfg.train}
+    seq, batch = int(hp["seq_len"]), int(hp["batch_size"])
+    docs = {n: [np.asarray(x, np.int64) for x in tok.encode_batch([it["text"] for it in items], eos=True)]
+            for n, items in arms.items()}
+    held = doc_batches([np.asarray(x, np.int64) for x in tok.encode_batch([h["text"] for h in heldout], eos=True)
+                        if len(x) >= 2], seq, 16, tok.pad_id)
+    if cfg.mode == "tokens":
+        most = min(sum(len(d) for d in ds) // (seq + 1) * seq for ds in docs.values())
+        budget = cfg.budget or most
+        steps = budget // (batch * seq)
+        if steps < 1:
+            raise CurateError(f"budget of {budget} tokens is less than one batch of {batch} x {seq}")
+        limit = steps * batch
+    else:
+        steps, limit = cfg.steps, None
+    plan = {"mode": cfg.mode, "steps": steps, "budget_tokens": None if limit is None else limit * seq,
+            "train": hp, "seeds": cfg.seeds, "heldout": fingerprint([h["text"] for h in heldout]),
+            "arms": {n: fingerprint([it["text"] for it in items]) for n, items in arms.items()}}
+    path = out / "plan.json"
+    if path.is_file() and json.loads(path.read_text()) != json.loads(json.dumps(plan)):
+        raise CurateError(f"{out} holds a different ablation plan; use a new output folder")
+    path.write_text(json.dumps(plan, indent=1))
+    results = {n: [] for n in arms}
+    for seed in range(cfg.seeds):
+        for name in arms:
+            rpath = out / "runs" / safe_name(name) / f"seed_{seed}.json"
+            if not rpath.is_file():
+                if not quiet:
+                    print(f"[ablate] training {name} seed {seed}", flush=True)
+                rec = pretrain_arm(base, docs[name], held, dict(hp), seed, steps, limit, cfg.eval_points)
+                rpath.parent.mkdir(parents=True, exist_ok=True)
+                rpath.write_text(json.dumps({"arm": name, **rec}))
+            results[name].append(json.loads(rpath.read_text()))
+    return results, plan
+
+
+def summarize(cfg: AblateConfig, results: dict, info: dict) -> dict:
+    """Per arm: held-out loss with its interval and the effect against the baseline."""
+    losses = metric(results)
+    main = {n: losses[n] for n in info}
+    comp = stats.compare_arms(main, higher_is_better=False, n_boot=cfg.n_boot, seed=cfg.seed)
+    out = {"kind": cfg.kind, "mode": cfg.mode, "baseline": cfg.baseline, "loss": comp,
+           "metric": "held-out loss (nats/token, lower is better)", "arms": {}}
+    for name, runs in results.items():
+        curve = [[t, float(np.mean([r["val_curve"][i][1] for r in runs]))] for i, (t, _) in enumerate(runs[0]["val_curve"])]
+        out["arms"][name] = {**info.get(name, {}), "curve": curve,
+                             "trained_tokens": [r["trained_tokens"] for r in runs],
+                             "budget_tokens": runs[0].get("budget_tokens"),
+                             "answer_tokens": [r.get("answer_tokens") for r in runs],
+                             "effect": None if name == cfg.baseline or name not in main else comp["pairs"][f"{name}|{cfg.baseline}"]}
+    if cfg.noise_floor:
+        halves = [f"{cfg.noise_floor} (half {k + 1})" for k in range(2)]
+        out["noise_floor"] = stats.noise_floor(losses[halves[0]], losses[halves[1]], cfg.n_boot, cfg.seed)
+        for name in info:
+            eff = out["arms"][name]["effect"]
+            if eff:
+                eff["below_noise_floor"] = abs(eff["diff"]) < out["noise_floor"]["floor"]
+    return out

@@ -1,0 +1,189 @@
+"""The vendor comparison report: ``compare.json`` (everything) and ``compare.html`` (one
+self-contained page: inline PNG plots, no script, every data string escaped).
+
+Sections: verdict, ranking, pairs, win rates, what the metric can see, curves, cost,
+profile, manifest. The renderer takes the dict of :func:`annotations.compare.summarize`
+plus ``profile``/``manifest``/``heldout`` when present, so ablations can reuse it with
+other arm names.
+"""
+from __future__ import annotations
+
+import json
+from html import escape
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from annotations.report import STYLE, _png, _summary, _table  # noqa: E402
+
+
+def _ci(v: dict, digits: int = 4) -> str:
+    return f"{v['mean']:.{digits}f} [{v['lo']:.{digits}f}, {v['hi']:.{digits}f}]"
+
+
+def verdict_lines(result: dict) -> list[str]:
+    """One plain sentence per ordered pair a < b in the ranking (best first)."""
+    loss = result["loss"]
+    lines = []
+    ranking = loss["ranking"]
+    for i, a in enumerate(ranking):
+        for b in ranking[i + 1:]:
+            p = loss["pairs"][f"{a}|{b}"]
+            text = (f"{a} vs {b}: {p['verdict']} (difference {p['diff']:+.4f} nats, "
+                    f"95% interval {p['lo']:+.4f} to {p['hi']:+.4f})")
+            if p.get("below_noise_floor"):
+                text += "; below the noise floor"
+            lines.append(text)
+    return lines
+
+
+def _ranking(result: dict) -> str:
+    loss, vendors = result["loss"], result["vendors"]
+    reward = result.get("reward")
+    header = ["rank", "vendor", "held-out loss [95% interval]", "gain over base", "examples used",
+              "answer tokens used"] + (["reward [95% interval]"] if reward else [])
+    rows = []
+    for k, name in enumerate(loss["ranking"], 1):
+        v = vendors[name]
+        row = [k, name, _ci(loss["arms"][name]), v["gain_over_base"], v["examples_used"], v["answer_tokens_used"]]
+        rows.append(row + ([_ci(reward["arms"][name])] if reward else []))
+    note = (f"{loss['seeds']} seeds x {loss['prompts']} held-out prompts; intervals: bootstrap over seeds, then "
+            f"prompts ({loss['n_boot']} replicates). Base model loss {result['base_loss']:.4f}.")
+    return "<h2>Ranking</h2>" + _table(header, rows) + f'<p class="note">{escape(note)}</p>'
+
+
+def _pairs(result: dict) -> str:
+    loss = result["loss"]
+    names = loss["ranking"]
+    rows = []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            p = loss["pairs"][f"{a}|{b}"]
+            matched = result.get("matched", {}).get(f"{a}|{b}", result.get("matched", {}).get(f"{b}|{a}"))
+            rows.append([a, b, p["diff"], p["lo"], p["hi"], p["verdict"],
+                         "yes" if p.get("below_noise_floor") else "no" if "below_noise_floor" in p else None,
+                         matched])
+    return ("<h2>Pairs</h2><p>Difference in held-out loss (row vendor minus column vendor; negative: the first "
+            "is better). Matched: share of the subsample whose prompts both vendors answered (a matched "
+            "comparison sees alignment faults that an unmatched one cannot).</p>"
+            + _table(["vendor a", "vendor b", "a - b", "lo", "hi", "verdict", "below noise floor", "matched"], rows))
+
+
+def _matrix(block: dict, title: str, what: str) -> str:
+    names, m = block["arms"], np.array(block["matrix"])
+    fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2.5, 0.9 * len(names) + 1.5))
+    image = ax.imshow(m, vmin=0, vmax=1, cmap="RdYlGn")
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    for a in range(len(names)):
+        for b in range(len(names)):
+            ax.text(b, a, f"{m[a, b]:.0%}", ha="center", va="center", fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    rows = [[a, *[f"{m[i, j]:.1%} [{block['lo'][i][j]:.0%}, {block['hi'][i][j]:.0%}]" for j in range(len(names))]]
+            for i, a in enumerate(names)]
+    return f"<h3>{escape(title)}</h3><p>{escape(what)}</p>" + _png(fig) + _table(["vendor", *names], rows)
+
+
+def _win_rates(result: dict) -> str:
+    html = "<h2>Win rates</h2>" + _matrix(result["win_rate_loss"], "By held-out loss",
+                                          "Share of (seed, prompt) cells where the row vendor's model gives the "
+                                          "reference answer a lower loss than the column vendor's (ties: half).")
+    if "win_rate_reward" in result:
+        html += _matrix(result["win_rate_reward"], "By reward model",
+                        "Share of (seed, prompt) cells where the reward model scores the row vendor's greedy "
+                        "answer above the column vendor's.")
+    else:
+        html += '<p class="note">No reward model given: no reward scores or reward win rates.</p>'
+    return html
+
+
+def _sensitivity(result: dict) -> str:
+    c = result["conditioning"]
+    parts = ["<h2>What the metric can see</h2>",
+             f"<p>Prompt-conditioning gain of the base model (held-out answer loss after a mismatched prompt "
+             f"minus after the right one): <b>{c['gain']:.4f}</b> nats [{c['lo']:.4f}, {c['hi']:.4f}] over "
+             f"{c['prompts']} prompts.</p>"]
+    if c["ignores_prompt"]:
+        parts.append('<p class="error">The base model cannot be shown to read the prompt: the held-out loss '
+                     "measures answer style and fluency only, not whether answers fit their prompts.</p>")
+    nf = result.get("noise_floor")
+    if nf:
+        parts.append(f"<p>Noise floor: two models trained on random halves of {escape(nf['vendor'])} differ by "
+                     f"{nf['diff']:+.4f} nats [{nf['lo']:+.4f}, {nf['hi']:+.4f}]; floor {nf['floor']:.4f}. "
+                     f"Verdict between the halves: {escape(nf['half_vs_half']['verdict'])}. A difference between "
+                     f"vendors below the floor is one two samples of the same data could show.</p>")
+        if c["gain"] < nf["floor"]:
+            parts.append('<p class="warning">The conditioning gain is below the noise floor: only a matched '
+                         "comparison (same prompts) can reveal answers that do not fit their prompts.</p>")
+    else:
+        parts.append('<p class="note">No noise floor measured.</p>')
+    return "".join(parts)
+
+
+def _curves(result: dict) -> str:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6))
+    for name, v in result["vendors"].items():
+        style = "--" if v["group"] != "main" else "-"
+        if v["train_loss"]:
+            left.plot(range(1, len(v["train_loss"]) + 1), v["train_loss"], style, label=name)
+        if v["val_curve"]:
+            steps, vals = zip(*v["val_curve"])
+            right.plot(steps, vals, style + "o", label=name, markersize=3)
+    right.axhline(result["base_loss"], color="grey", lw=0.8, label="base model")
+    left.set(title="training loss (mean over seeds)", xlabel="step", ylabel="nats/token")
+    right.set(title="held-out answer loss (mean over seeds)", xlabel="step", ylabel="nats/token")
+    left.legend(fontsize=8)
+    right.legend(fontsize=8)
+    return "<h2>Loss curves</h2>" + _png(fig)
+
+
+def _cost(result: dict) -> str:
+    rows = [[n, v["price_per_example"], v["examples_used"], v["cost"], v["gain_over_base"] * 100, v["cost_per_point"]]
+            for n, v in result["vendors"].items() if v["group"] == "main"]
+    if all(r[1] is None for r in rows):
+        return '<h2>Cost</h2><p class="note">No prices given.</p>'
+    return ("<h2>Cost per point</h2><p>A point is 0.01 nats of held-out loss gained over the base model; cost is "
+            "the price of the examples one run trained on.</p>"
+            + _table(["vendor", "price/example", "examples used", "cost", "points gained", "cost per point"], rows))
+
+
+def _manifest(result: dict) -> str:
+    m = result.get("manifest")
+    if not m:
+        return ""
+    rows = [[path, digest] for path, digest in m["files"].items()]
+    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+    return (f"<h2>Manifest</h2><p>Config hash {escape(m['config_hash'])}; held-out set hash "
+            f"{escape(m['heldout_hash'])}; {escape(versions)}.</p>" + _table(["file", "sha256 (16)"], rows)
+            + f"<pre>{escape(json.dumps(m['config'], indent=1))}</pre>")
+
+
+def render_html(result: dict, title: str = "Vendor comparison") -> str:
+    """The whole report as one HTML string."""
+    head = "".join(f"<li>{escape(line)}</li>" for line in verdict_lines(result))
+    held = result.get("heldout")
+    held_note = (f"<p>Held-out set: {held['size']} prompts with reference answers "
+                 f"({held['dropped_contaminated']} dropped because a vendor had them).</p>" if held else "")
+    sections = [("verdict", f"<h2>Verdict</h2><ul>{head}</ul>{held_note}"), ("ranking", _ranking(result)),
+                ("pairs", _pairs(result)), ("win-rates", _win_rates(result)), ("sensitivity", _sensitivity(result)),
+                ("curves", _curves(result)), ("cost", _cost(result))]
+    if result.get("profile"):
+        sections.append(("profile", "<h2>Vendor profile</h2>" + _summary(result["profile"]).split("</h2>", 1)[1]))
+    sections.append(("manifest", _manifest(result)))
+    body = "".join(f'<section id="{sid}">{html}</section>' for sid, html in sections)
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
+            f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1>{body}</body></html>")
+
+
+def write_report(result: dict, out: str | Path, title: str = "Vendor comparison") -> Path:
+    """Write ``compare.json`` and ``compare.html`` into ``out``; returns the HTML path."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare.json").write_text(json.dumps(result, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
+    path = out / "compare.html"
+    path.write_text(render_html(result, title), encoding="utf-8")
+    return path
