@@ -236,7 +236,8 @@ def build_arms(specs: list[dict], source: list[dict], cfg: AblateConfig, sizes, 
                 raise CurateError(f"arm {name!r}: unknown degrade {key!r} (shuffle_answers, replace_words, truncate)")
         if not items:
             raise CurateError(f"arm {name!r}: the recipe left no data")
-        note.update(items=len(items), tokens=int(sizes(items).sum()), data=fingerprint(items))
+        n = sizes(items)
+        note.update(items=len(items), usable=int((n > 0).sum()), tokens=int(n.sum()), data=fingerprint(items))
         arms[name], info[name] = items, note
     return arms, info
 

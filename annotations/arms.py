@@ -302,10 +302,13 @@ def metric(results: dict[str, list[dict]], key: str = "heldout_loss") -> dict[st
 
 
 def _model_hash(model) -> str:
+    """A fingerprint of the start weights: names, shapes, each tensor's sum and first 1024 values
+    (cheap at any model size; the plan only needs to notice a different base)."""
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().float().cpu().numpy().tobytes())
+        flat = t.detach().reshape(-1)
+        h.update(f"{name}{tuple(t.shape)}{float(flat.double().sum()):.6e}".encode())
+        h.update(flat[:1024].float().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
 
 

@@ -100,6 +100,19 @@ def timed_run(config: dict, out: Path, executor) -> tuple[float, dict]:
     return time.perf_counter() - t0, stats
 
 
+def noop(payload: dict) -> dict:
+    return payload
+
+
+def per_task_seconds(executor, n_tasks: int = 200) -> float:
+    """Wall seconds per empty task: the executor's own cost of shipping a task and its result."""
+    payloads = [{"task": i} for i in range(n_tasks)]
+    list(executor.map(noop, payloads[:8], lambda n: None))  # workers up
+    t0 = time.perf_counter()
+    assert len(list(executor.map(noop, payloads, lambda n: None))) == n_tasks
+    return (time.perf_counter() - t0) / n_tasks
+
+
 def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
@@ -126,17 +139,21 @@ def main() -> None:
 
         t_local, s_local = timed_run(config, tmp / "local", LocalExecutor(args.workers))
         t0 = time.perf_counter()
-        ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(address="local", num_cpus=args.workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
         t_init = time.perf_counter() - t0
         t_cold, s_cold = timed_run(config, tmp / "ray-cold", RayExecutor())
         t_warm, s_warm = timed_run(config, tmp / "ray-warm", RayExecutor())
         with dedup_reduce_on_ray():
             t_dist, s_dist = timed_run(config, tmp / "ray-dist", RayExecutor())
         reduce_cost(args.reduce_docs)
+        ray_task_s = per_task_seconds(RayExecutor())
         ray.shutdown()
         # local again, after Ray: the first run also paid for a cold page cache
         t_local2, _ = timed_run(config, tmp / "local2", LocalExecutor(args.workers))
         t_local = min(t_local, t_local2)
+        local_ex = LocalExecutor(args.workers)
+        local_task_s = per_task_seconds(local_ex)
+        local_ex.close()
         same = all(sorted((tmp / m / "data").glob("*.parquet")) and
                    [p.read_bytes() for p in sorted((tmp / m / "data").glob("*.parquet"))] ==
                    [p.read_bytes() for p in sorted((tmp / "local/data").glob("*.parquet"))] for m in ("ray-cold", "ray-warm", "ray-dist"))
@@ -148,6 +165,8 @@ def main() -> None:
         print(f"ray, warm workers                       : {n_docs / t_warm:8.0f} docs/s  {n_bytes / 1e6 / t_warm:6.2f} MB/s  ({t_warm:.1f} s)")
         print(f"ray, warm, dedup reduce on Ray : {n_docs / t_dist:8.0f} docs/s  {n_bytes / 1e6 / t_dist:6.2f} MB/s  ({t_dist:.1f} s)")
         print(f"ray.init (local cluster start): {t_init:.1f} s, not counted above")
+        print(f"per empty task: local {local_task_s * 1e3:.1f} ms, ray {ray_task_s * 1e3:.1f} ms "
+              f"(a {args.shard_mb:g} MB shard takes about {args.shard_mb / (n_bytes / 1e6 / t_local / args.workers):.1f} s)")
         print(f"ratio ray / local (throughput): cold {t_local / t_cold:.2f}, warm {t_local / t_warm:.2f}")
 
         for step, dist in zip(s_local["steps"], s_dist["steps"]):

@@ -1,17 +1,13 @@
 """Architecture ablations: equal-parameter variants, KV-cache bytes, GQA against MHA, the CLI."""
-import json
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 
 from train.ablate_arch import (decode_speed, equal_param_variant, inference_report, kv_bytes_per_token, max_batch,
                                memory_per_sequence, mha_from_gqa, variants)
 from train.model import CONFIGS, Llama, LlamaConfig
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL = LlamaConfig(dim=64, n_layers=2, n_heads=8, vocab_size=300, multiple_of=16, max_seq_len=128)
 
 
@@ -90,36 +86,3 @@ def test_grouped_query_equals_mha_with_shared_kv_weights(kv, torch_one_thread):
                 wrong[k] = w.view(kv, -1, SMALL.dim).repeat(SMALL.n_heads // kv, 1, 1).reshape(-1, SMALL.dim)
         bad = Llama.from_state_dict(replace(SMALL, n_kv_heads=None), wrong)
         assert not torch.allclose(gqa(tokens), bad(tokens), atol=1e-4)
-
-
-@pytest.mark.slow
-def test_arch_ablation_end_to_end(shared, tmp_path, torch_one_thread):
-    from train.ablate_cli import ablate_group
-
-    cfg = {"model": {"dim": 32, "n_layers": 2, "n_heads": 4, "multiple_of": 16, "max_seq_len": 128},
-           "kv_heads": [4, 2, 1], "text": [str(ROOT / "examples/data/lee_background.cor")],
-           "tokenizer": str(shared / "models/sentencepiece-32k-llama-style.model"), "seeds": 2, "val_fraction": 0.03,
-           "n_boot": 300, "train": {"steps": 12, "batch_size": 4, "seq_len": 64, "lr": 3e-3, "warmup_steps": 2,
-                                    "eval_every": 6, "eval_batches": 2, "log_every": 6, "device": "cpu"},
-           "inference": {"batch_sizes": [1, 4], "contexts": [16], "new_tokens": 4, "memory_gib": 0.5, "device": "cpu"}}
-    path = tmp_path / "arch.yaml"
-    path.write_text(json.dumps(cfg))
-    res = CliRunner().invoke(ablate_group, ["arch", str(path), "--out", str(tmp_path / "out"), "--quiet"])
-    assert res.exit_code == 0, res.output
-    out = json.loads((tmp_path / "out/arch.json").read_text())
-    names = list(out["variants"])
-    assert names == ["MHA (4 kv heads)", "GQA (2 kv heads)", "MQA (1 kv head)"]
-    loss = out["loss"]
-    assert loss["seeds"] == 2 and loss["prompts"] > 5
-    for n in names:
-        a = loss["arms"][n]
-        assert a["lo"] <= a["mean"] <= a["hi"] and 3 < a["mean"] < 10.5  # learned something below ln(32000)
-        assert out["variants"][n]["trained_tokens"] == 12 * 4 * 64
-        assert [t for t, _ in out["variants"][n]["val_curve"]] == [6 * 256, 12 * 256]
-    kv = [out["variants"][n]["kv_bytes_per_token_bf16"] for n in names]
-    assert kv == [2 * 2 * 4 * 8 * 2, 2 * 2 * 2 * 8 * 2, 2 * 2 * 1 * 8 * 2]
-    for f in ("arch.html", "loss_curve.png", "effects.png", "decode_speed.png"):
-        assert (tmp_path / "out" / f).is_file()
-    # rerun resumes: nothing retrained, same numbers
-    res = CliRunner().invoke(ablate_group, ["arch", str(path), "--out", str(tmp_path / "out"), "--quiet"])
-    assert res.exit_code == 0 and json.loads((tmp_path / "out/arch.json").read_text())["loss"] == loss

@@ -34,10 +34,9 @@ def one_thread():
 def tiny_base(shared, tmp_path_factory):
     """A ~0.2M-parameter Llama with a 1024-piece BPE, pretrained for 150 steps on the shared web,
     news and Wikipedia text (about a minute on 2 cores): (model, tokenizer, folder)."""
-    from train.data import tokenize_shards
+    from curate.demo import pretrain_base
     from train.model import Llama
-    from train.run import pretrain
-    from train.tokenizer import train_bpe
+    from train.tokenizer import Tokenizer
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -46,16 +45,14 @@ def tiny_base(shared, tmp_path_factory):
     texts = [json.loads(line)["text"] for line in open(pre / "c4_demo.jsonl")]
     texts += [t for name in ("wiki_demo.txt", "lee_background.cor") for t in open(pre / name).read().splitlines()
               if t.strip()]
-    tok = train_bpe(texts, 1024, work / "tokenizer.model")
-    pq.write_table(pa.table({"text": texts}), work / "pretrain.parquet")
-    tokenize_shards([work / "pretrain.parquet"], tok, work / "shards")
+    (work / "text").mkdir()
+    pq.write_table(pa.table({"text": texts}), work / "text" / "pretrain.parquet")
     model = dict(dim=64, n_layers=2, n_heads=4, vocab_size=1024, multiple_of=32, max_seq_len=512)
-    result = pretrain({"run_dir": str(work / "pre"), "shards": str(work / "shards"), "model": model, "seed": 0,
-                       "train": dict(steps=150, batch_size=16, seq_len=128, lr=3e-3, warmup_steps=10, eval_every=0,
-                                     log_every=1000, ckpt_every=0, eval_batches=2)}, quiet=True)
-    result.model.save(work / "base")
+    train = dict(steps=150, batch_size=16, seq_len=128, lr=3e-3, warmup_steps=10, eval_every=0, log_every=1000,
+                 ckpt_every=0, eval_batches=2)
+    base_dir = pretrain_base(work / "text", work / "pre", model=model, train=train)
     torch.set_num_threads(before)
-    return Llama.load(work / "base"), tok, work
+    return Llama.load(base_dir), Tokenizer.from_file(base_dir / "tokenizer.model"), base_dir
 
 
 @pytest.fixture(scope="session")
@@ -84,9 +81,10 @@ def test_clean_vendor_beats_degraded_copies_and_halves_tie(tiny_base, alpaca, tm
     assert halves["verdict"] == stats.NO_DIFFERENCE and halves["lo"] < 0 < halves["hi"]
     # every vendor trained on the same number of examples, the halves on half as many
     used = {n: v["examples_used"] for n, v in result["vendors"].items()}
-    assert used["clean"] == used["noisy30"] == used["cut40"] == 160
-    assert used["clean (half 1)"] == used["clean (half 2)"] == 80
-    assert result["vendors"]["clean"]["cost"] == 160.0
+    usable = len(clean) - result["vendors"]["clean"]["skipped"]  # a prompt longer than seq_len has no answer
+    assert usable >= 150 and used["clean"] == used["noisy30"] == used["cut40"] == usable
+    assert used["clean (half 1)"] == used["clean (half 2)"] == usable // 2
+    assert result["vendors"]["clean"]["cost"] == usable * 1.0
 
     from annotations.compare_report import write_report
 
@@ -108,9 +106,9 @@ def test_clean_vendor_beats_degraded_copies_and_halves_tie(tiny_base, alpaca, tm
 def test_conditioning_check_flags_a_model_that_ignores_the_prompt(tiny_base, alpaca, tmp_path, one_thread):
     from train.model import Llama
 
-    base, tok, work = tiny_base
+    base, tok, base_dir = tiny_base
     harness = Harness([Arm("a", alpaca[:50])], base, tok, alpaca[-120:], Settings(seeds=1, **SETTINGS), tmp_path)
-    blind = Llama.load(work / "base")
+    blind = Llama.load(base_dir)
     for layer in blind.layers:  # no attention output: each position sees only its own token
         torch.nn.init.zeros_(layer.attention.wo.weight)
     losses = harness.base_losses(blind)
@@ -187,3 +185,42 @@ class _NoModel:
 
     def state_dict(self):
         return {}
+
+
+@pytest.mark.slow
+def test_cli_runs_a_config_with_a_reward_model(tiny_base, alpaca, tmp_path, one_thread):
+    """`curate vendors compare CONFIG` end to end: vendor files, profile, reward scores, report, manifest."""
+    import yaml
+    from click.testing import CliRunner
+
+    from annotations.compare_cli import compare_cmd
+    from train.model import Llama
+    from train.reward import RewardModel
+
+    _, _, base_dir = tiny_base
+    alpaca_raw = [{"instruction": ex["messages"][0]["content"], "input": "", "output": ex["messages"][1]["content"]}
+                  for ex in alpaca[:40]]
+    (tmp_path / "good.json").write_text(json.dumps(alpaca_raw))
+    bad = C.replace_words(alpaca[:40], 0.5, seed=2)
+    (tmp_path / "bad.jsonl").write_text("\n".join(json.dumps(ex) for ex in bad) + "\n")
+    (tmp_path / "heldout.json").write_text(json.dumps(alpaca[-60:]))
+    (tmp_path / "vendors.yaml").write_text(yaml.safe_dump({"vendors": [
+        {"name": "good <b>", "price_per_example": 1.0, "files": ["good.json"]},
+        {"name": "bad", "files": ["bad.jsonl"]}]}))
+    rm = RewardModel(Llama.load(base_dir), {"template": "llama2", "max_len": 256})  # untrained head: plumbing only
+    rm.save(tmp_path / "rm", tokenizer_path=base_dir / "tokenizer.model")
+    (tmp_path / "compare.yaml").write_text(yaml.safe_dump({
+        "vendors": "vendors.yaml", "base": str(base_dir), "tokenizer": str(base_dir / "tokenizer.model"),
+        "heldout": "heldout.json", "heldout_size": 20, "seeds": 2, "steps": 6, "reward_model": "rm",
+        "max_new_tokens": 8, "noise_floor": None, "train": {"seq_len": 128, "batch_size": 4}}))
+    res = CliRunner().invoke(compare_cmd, [str(tmp_path / "compare.yaml"), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert "1. " in res.output and "wrote" in res.output
+    result = json.loads((tmp_path / "out" / "compare.json").read_text())
+    assert set(result["reward"]["arms"]) == {"good <b>", "bad"}
+    w = np.array(result["win_rate_reward"]["matrix"])
+    assert np.allclose(w + w.T, 1.0)  # a wins exactly when b loses, ties split
+    assert result["heldout"]["size"] == 20 and result["manifest"]["config_hash"]
+    assert str(tmp_path / "good.json") in result["manifest"]["files"]
+    html = (tmp_path / "out" / "compare.html").read_text()
+    assert "good &lt;b&gt;" in html and "good <b>" not in html

@@ -300,3 +300,16 @@ def test_cli_matches_curate_run(planted, tmp_path):
     assert len(kept) + len(removed) == len(docs)
     bad = CliRunner().invoke(cli, ["dedup", str(src), "--out", str(tmp_path / "x"), "--keep", "score"])
     assert bad.exit_code == 2 and "--score-key" in bad.output
+
+
+def test_verification_rejects_lsh_false_positives(texts, tmp_path):
+    words = next(a for a in texts["wiki"] if len(a.split()) > 1000).split()
+    a, b = " ".join(words[:400]), " ".join(words[100:500])  # overlapping windows: Jaccard ~0.6
+    assert 0.5 < exact_jaccard(a, b) < 0.7
+    docs = [Document("a", a), Document("b", b)]
+    loose = {"step": "minhash_dedup", "bands": 64, "rows": 2}  # such pairs are almost surely candidates
+    stats, _, removed = run_step({**loose, "verify": False}, docs, 2, tmp_path / "off")
+    assert stats["candidate_pairs"] == 1 and len(removed) == 1
+    stats, _, removed = run_step(loose, docs, 2, tmp_path / "on")
+    # checked in every band they share, rejected every time
+    assert stats["candidate_pairs"] == stats["rejected_pairs"] > 1 and removed == []

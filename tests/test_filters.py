@@ -295,5 +295,6 @@ def test_pii_redacts_planted_strings_and_nothing_else(shared):
 
 
 def test_pii_leaves_lookalikes_alone():
-    text = "Version 1.2.3.4.5, year 1999-2004, ISBN 978-3-16-148410-0, score 999.1.1.1, time 10:30:45."
+    text = ("Version 1.2.3.4.5, year 1999-2004, ISBN 978-3-16-148410-0, score 999.1.1.1, time 10:30:45, "
+            "C++ std::vector, a note :: here, 5.5 million.")
     assert Pii().redact(text)[0] == text

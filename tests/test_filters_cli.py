@@ -51,3 +51,28 @@ def test_score_writes_language_without_removing(shared, tmp_path):
     assert len(metas) == 20 and all(m["lang"] == "en" and 0.5 < m["lang_score"] <= 1 for m in metas)
     res = CliRunner().invoke(cli, ["score", str(src), "--out", str(tmp_path / "x")])
     assert res.exit_code != 0 and "nothing to score" in res.output
+
+
+def test_top_fraction_is_global_across_shards(shared, tmp_path):
+    """quality_filter keeps the top half of all documents by lang_score, over two input files."""
+    import fasttext
+
+    texts = [json.loads(line)["text"] for line in (shared / "data/pretrain/c4_demo.jsonl").read_text().splitlines()[:20]]
+    texts[3] = "Ok."  # a low-confidence language guess
+    for i in range(2):
+        (tmp_path / f"part{i}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts[i * 10:(i + 1) * 10]))
+    lid = str(shared / "models/lid.176.ftz")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["filter", str(tmp_path / "part0.jsonl"), str(tmp_path / "part1.jsonl"), "--out", str(out),
+                                   "--rules", "language,quality_filter", "--param", f"language.model_path={lid}",
+                                   "--param", "language.min_score=0", "--param", "quality_filter.key=lang_score",
+                                   "--param", "quality_filter.top_fraction=0.5", "--workers", "1", "--quiet"])
+    assert res.exit_code == 0, res.output
+    import pyarrow.parquet as pq
+
+    kept = {row for f in (out / "data").glob("*.parquet") for row in pq.read_table(f)["text"].to_pylist()}
+    # independently: fastText's top-language probability, highest 10 of 20 (input order breaks ties)
+    model = fasttext.load_model(lid)
+    scores = [round(min(float(model.predict(t.replace("\n", " "))[1][0]), 1.0), 4) for t in texts]
+    order = sorted(range(20), key=lambda i: (-scores[i], i))[:10]
+    assert kept == {texts[i] for i in order} and texts[3] not in kept and scores[3] < 0.5

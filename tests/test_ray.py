@@ -6,6 +6,7 @@ import builtins
 import json
 import os
 import random
+import socket
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -25,7 +26,7 @@ PLANTED = 60  # near-duplicate copies of C4 documents planted in another file
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=150 << 20, log_to_driver=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=150 << 20, log_to_driver=False,
              configure_logging=False)
     yield
     ray.shutdown()
@@ -280,3 +281,13 @@ def test_ray_cluster_equals_local_cluster_on_real_index(ray_cluster, corpus, loc
             assert (got.roots() == roots).all()
             assert counts["candidate_pairs"] >= local_counts["candidate_pairs"]
     assert local_counts["rejected_pairs"] > 0 and counts["rejected_pairs"] > 0
+
+
+def test_unreachable_address_fails_fast_with_one_line():
+    from curate.pipeline.ray_executor import _check_reachable
+
+    with socket.socket() as s:  # a port nobody listens at once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(CurateError, match=rf"^no Ray cluster at 127.0.0.1:{port}: .*ray start --head"):
+        _check_reachable(f"127.0.0.1:{port}", timeout_s=2)

@@ -117,6 +117,22 @@ def test_best_of_k_keeps_the_highest_scoring_candidate(setup, round1):
         assert row["kind"] == "sft" and row["messages"][-1]["role"] == "assistant"
 
 
+def test_selected_rows_read_back_as_canonical_sft_records(round1):
+    """selected.jsonl goes through `curate run` readers (then filters, dedup) and train.sft."""
+    from annotations.records import SFTConversation, from_document
+    from curate.io.readers import read_shard
+    from curate.io.sources import InputSpec, plan_shards
+    from train.sft import load_examples
+
+    out, _ = round1
+    docs = [d for shard in plan_shards([InputSpec(str(out / "selected.jsonl"))])
+            for batch, rejects in read_shard(shard) if not rejects for d in batch]
+    records = [from_document(d) for d in docs]
+    assert len(records) == 4 and all(isinstance(r, SFTConversation) for r in records)
+    assert {r.annotator for r in records} <= {"hf", "ours"} and all(d.meta["provenance"]["k"] == 4 for d in docs)
+    assert [e["messages"] for e in load_examples(out / "selected.jsonl")] == [r.messages for r in records]
+
+
 def test_rerun_selection_from_saved_candidates_is_identical(setup, round1, tmp_path, monkeypatch):
     out, _ = round1
     before = (out / "selected.jsonl").read_bytes()
@@ -169,3 +185,18 @@ def test_expected_max_matches_enumeration():
     rows = [{"model": "m", "prompt_id": "p", "sample": i, "reward": float(v)} for i, v in enumerate(values)]
     curve = best_of_k_curves(rows, [1, 2, 4])["m"]
     assert curve["max"][0] == pytest.approx(values.mean()) and curve["median"][1] == pytest.approx(values[:2].mean())
+
+
+def test_bad_configs_are_one_line_errors(tmp_path):
+    from curate.errors import CurateError
+    from train.sample import load_sample_config, policy_specs
+
+    base = {"out_dir": str(tmp_path), "prompts": "p.jsonl", "reward_model": "rm", "policy": "m"}
+    with pytest.raises(CurateError, match="unknown key 'kk'"):
+        load_sample_config({**base, "kk": 8})
+    with pytest.raises(CurateError, match="keep"):
+        load_sample_config({**base, "k": 2, "keep": 3})
+    with pytest.raises(CurateError, match="policy"):
+        policy_specs(load_sample_config({**base, "policy": None}))
+    with pytest.raises(CurateError, match="names must differ"):
+        policy_specs(load_sample_config({**base, "policy": None, "policies": ["a/m", "b/m"]}))

@@ -129,6 +129,29 @@ def test_exact_resume(shards):
     assert torch.equal(model.output.weight, a["output.weight"])
 
 
+def test_killed_run_resumes_exactly(shards):
+    """SIGKILL a CLI run just after a checkpoint; resuming reproduces the uninterrupted curve."""
+    import signal
+    import time
+
+    import yaml
+
+    cfg = run_cfg(shards, "killed", steps=120, ckpt_every=5, eval_every=60)
+    (shards / "killed.yaml").write_text(yaml.safe_dump(cfg))
+    curate = shutil.which("curate") or pytest.skip("curate console script not installed")
+    proc = subprocess.Popen([curate, "train", "pretrain", str(shards / "killed.yaml")], env={
+        **os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (shards / "killed/checkpoints/step_00000010").exists() and proc.poll() is None:
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    resumed = pretrain(cfg, quiet=True)
+    full = pretrain(run_cfg(shards, "unkilled", steps=120, ckpt_every=0, eval_every=60), quiet=True)
+    assert resumed.losses == full.losses and resumed.val_losses == full.val_losses
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -165,6 +188,13 @@ def test_ddp_two_cpu_processes_equal_one(shards):
 
 
 def test_config_errors_and_cli(shards, tmp_path):
+    from pathlib import Path
+
+    from train.config import SFTConfig
+
+    examples = Path(__file__).resolve().parents[1] / "examples/train"
+    assert load_config(examples / "pretrain.yaml", PretrainConfig).train.grad_accum == 2
+    assert load_config(examples / "sft.yaml", SFTConfig).template == "llama2"
     with pytest.raises(CurateError, match="unknown key 'stpes'"):
         load_config({**run_cfg(shards, "x"), "train": {"stpes": 3}}, PretrainConfig)
     bad = tmp_path / "bad.yaml"
@@ -216,7 +246,10 @@ def test_activation_checkpointing_gives_the_same_step():
         from train.trainer import prepare_model
 
         model = prepare_model(Llama(get_config("tiny", vocab_size=64)), cfg, World())
+        calls = []
+        model.layers[0].attention.register_forward_hook(lambda *_: calls.append(1))
         out = train_step(model, build_optimizer(model, cfg), [batch], World(), cfg, lr=1e-2)
+        assert len(calls) == (2 if recompute else 1)  # the backward pass re-ran the block
         outs.append((out["grad_norm"], model.output.weight.detach().clone(), list(model.state_dict())))
     assert outs[0][0] == pytest.approx(outs[1][0], rel=1e-6)
     torch.testing.assert_close(outs[0][1], outs[1][1])

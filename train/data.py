@@ -14,6 +14,7 @@ of ints, so a run resumes exactly where it stopped.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -31,11 +32,13 @@ INDEX = "index.json"
 DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
 
 
-def _encode_batch(tokenizer, texts: list[str], bos: bool) -> list[list[int]]:
+def _encode_batch(tokenizer, texts: list[str], bos: bool, threads: int) -> list[list[int]]:
     batch = getattr(tokenizer, "encode_batch", None)
-    if batch is not None:
-        return batch(texts, bos=bos, eos=True)
-    return [tokenizer.encode(t, bos=bos, eos=True) for t in texts]
+    if batch is None:
+        return [tokenizer.encode(t, bos=bos, eos=True) for t in texts]
+    if "num_threads" in inspect.signature(batch).parameters:
+        return batch(texts, bos=bos, eos=True, num_threads=threads)
+    return batch(texts, bos=bos, eos=True)
 
 
 def tokenize_shards(
@@ -47,6 +50,7 @@ def tokenize_shards(
     bos: bool = True,
     shard_tokens: int = 1 << 28,
     batch_rows: int = 1024,
+    threads: int | None = None,
 ) -> dict:
     """Tokenize the ``text_column`` of Parquet files into packed token shards.
 
@@ -54,8 +58,9 @@ def tokenize_shards(
     after ``shard_tokens`` tokens (default 2**28, 512 MiB as uint16). ``dtype`` is
     ``"uint16"`` or ``"uint32"``; default: uint16 when the vocabulary fits.
     Rows whose text is null or empty are counted in the index under
-    ``skipped`` (never silently dropped). The output directory is built under a
-    temporary name and renamed when complete. Returns the index dict.
+    ``skipped`` (never silently dropped). ``threads``: tokenizer threads (default:
+    all cores). The output directory is built under a temporary name and renamed
+    when complete. Returns the index dict.
     """
     paths = [Path(p) for p in parquet_paths]
     if not paths:
@@ -96,7 +101,7 @@ def tokenize_shards(
             skipped["null"] += sum(t is None for t in texts)
             skipped["empty"] += sum(t == "" for t in texts)
             texts = [t for t in texts if t]
-            for ids in _encode_batch(tokenizer, texts, bos):
+            for ids in _encode_batch(tokenizer, texts, bos, threads or os.cpu_count() or 1):
                 if state["fh"] is None:
                     state["fh"] = open(tmp / f"tokens_{len(files):05d}.bin", "wb")
                 state["starts"].append(state["n"])

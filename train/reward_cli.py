@@ -26,7 +26,7 @@ class RewardConfig:
     ``epochs`` (default 1, the paper's) sets ``train.steps``; ``warmup_ratio`` (3%) sets
     ``train.warmup_steps``; the cosine floor is ``train.min_lr_ratio`` (10%)."""
 
-    run_dir: str | None
+    run_dir: str
     tokenizer: str
     data: str                            # preference pairs, any format annotations reads
     init_from: str | None = None
@@ -43,7 +43,7 @@ class RewardConfig:
     train: TrainConfig = field(default_factory=_default_hyperparams)
 
 
-def train_from_config(cfg) -> tuple[RewardModel, RewardResult]:
+def train_from_config(cfg) -> tuple:
     """``curate train rm CONFIG``: read the pairs and tokenizer the config names, train, and write
     ``run_dir/model`` (reward model + tokenizer) and ``run_dir/report.json``."""
     from annotations.formats import read_file
@@ -70,12 +70,10 @@ def train_from_config(cfg) -> tuple[RewardModel, RewardResult]:
         warmup_ratio=cfg.warmup_ratio, hyperparams=cfg.train, seed=cfg.seed, run_dir=cfg.run_dir,
         resume=cfg.resume, quiet=False)
     result.skipped = rejected + val_rejected + result.skipped
-    if cfg.run_dir:
-        rm.save(Path(cfg.run_dir) / "model", tokenizer_path=cfg.tokenizer)
-        report = {"config": asdict(cfg), **asdict(result)}
-        (Path(cfg.run_dir) / "report.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    rm.save(Path(cfg.run_dir) / "model", tokenizer_path=cfg.tokenizer)
+    report = {"config": asdict(cfg), **asdict(result)}
+    (Path(cfg.run_dir) / "report.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
     return rm, result
-
 
 
 @click.command("rm")

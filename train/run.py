@@ -95,7 +95,8 @@ def pretrain(cfg, stop_after: int | None = None, quiet: bool = False) -> RunResu
     optimizer = build_optimizer(net, tc)
     state = _resume(run_dir, cfg.resume, net, optimizer, data)
     state = train_loop(net, optimizer, data, tc, world, state=state, run_dir=run_dir,
-                       val_batches=lambda: data.val_batches(tc.eval_batches), flops_per_token=flops,
+                       val_batches=(lambda: data.val_batches(tc.eval_batches)) if len(data.val) else None,
+                       flops_per_token=flops,
                        ckpt_extra=lambda: {"config": asdict(cfg)}, stop_after=stop_after, quiet=quiet)
     distributed.shutdown(world)
     return RunResult(str(run_dir), state.step, state.losses, state.val_losses, state.tokens, model)

@@ -380,6 +380,9 @@ def run_sampling(cfg, log=print) -> dict:
         for spec in policy_specs(cfg):
             model = load_policy(spec["path"], device)
             tok = load_tokenizer_for(spec, cfg.tokenizer)
+            if tok.vocab_size > model.cfg.vocab_size:
+                raise CurateError(f"{spec['name']}: tokenizer has {tok.vocab_size} tokens, the model's "
+                                  f"vocabulary {model.cfg.vocab_size}: not this model's tokenizer")
             log(f"{spec['name']}: {len(prompts)} prompts x {cfg.k} samples")
             rows += generate_candidates(model, tok, prompts, cfg.k, name=spec["name"], template=cfg.template,
                                         temperature=cfg.temperature, top_p=cfg.top_p,

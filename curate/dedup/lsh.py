@@ -96,8 +96,9 @@ def cluster(shards: list[ShardIndex], bands: int,
     """Join documents that share a band bucket (and pass ``verify(u, v)`` on dense ids).
 
     ``shards`` must have consecutive ``offset``s. Returns the union-find over dense
-    ids and counts: ``candidate_pairs`` (bucket pairs not already joined),
-    ``rejected_pairs`` (failed verification).
+    ids and counts: ``candidate_pairs`` (bucket pairs checked because they were not
+    joined yet; a pair rejected in one band is checked again in each later band it
+    shares), ``rejected_pairs`` (checks that failed verification).
     """
     total = sum(s.n for s in shards)
     uf = UnionFind(total)

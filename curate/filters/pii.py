@@ -20,6 +20,8 @@ PHONE = re.compile(
 
 
 def _valid_ip(s: str) -> bool:
+    if not any(c.isalnum() for c in s):  # a bare "::" in prose is not an address
+        return False
     try:
         ipaddress.ip_address(s)
         return True

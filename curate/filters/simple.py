@@ -35,21 +35,16 @@ class Length(Filter):
         return None
 
 
-# Each class: a regex for its characters. Ratios are over all characters of the text.
-_CLASSES = {
-    "digit": re.compile(r"\d"),
-    "uppercase": None,  # letters for which str.isupper() holds (counted in _count)
-    "alpha": re.compile(r"[^\W\d_]"),
-    "whitespace": re.compile(r"\s"),
-    "punctuation": re.compile(r"[^\w\s]|_"),
-    "non_ascii": re.compile(r"[^\x00-\x7f]"),
+# How to count each class of characters in a text (C-speed: map over the string).
+_COUNTERS = {
+    "digit": lambda t: sum(map(str.isdigit, t)),
+    "uppercase": lambda t: sum(map(str.isupper, t)),
+    "alpha": lambda t: sum(map(str.isalpha, t)),
+    "whitespace": lambda t: sum(map(str.isspace, t)),
+    "punctuation": lambda t: len(_PUNCTUATION.findall(t)),
+    "non_ascii": lambda t: len(t) - len(t.encode("ascii", "ignore")),
 }
-
-
-def _count(kind: str, text: str) -> int:
-    if kind == "uppercase":
-        return sum(1 for c in _CLASSES["alpha"].findall(text) if c.isupper())
-    return len(_CLASSES[kind].findall(text))
+_PUNCTUATION = re.compile(r"[^\w\s]|_")
 
 
 @register("char_ratio")
@@ -63,8 +58,8 @@ class CharRatio(Filter):
         self.bounds: list[tuple[str, str, float]] = []
         for key, value in bounds.items():
             m = re.fullmatch(r"(min|max)_(\w+)_ratio", key)
-            if not m or m.group(2) not in _CLASSES:
-                known = ", ".join(f"min/max_{k}_ratio" for k in _CLASSES)
+            if not m or m.group(2) not in _COUNTERS:
+                known = ", ".join(f"min/max_{k}_ratio" for k in _COUNTERS)
                 raise ValueError(f"char_ratio: unknown parameter {key!r}; known: {known}")
             if not 0.0 <= float(value) <= 1.0:
                 raise ValueError(f"char_ratio: {key} must be in [0, 1]")
@@ -78,7 +73,7 @@ class CharRatio(Filter):
         if not text:
             return "empty"
         for side, kind, limit in self.bounds:
-            ratio = _count(kind, text) / len(text)
+            ratio = _COUNTERS[kind](text) / len(text)
             if side == "max" and ratio > limit:
                 return f"{kind}_ratio {_fmt(ratio)} > {limit}"
             if side == "min" and ratio < limit:

@@ -15,6 +15,7 @@ finished shard or none of it.
 from __future__ import annotations
 
 import os
+import socket
 from typing import Callable, Iterator
 
 import ray
@@ -23,6 +24,18 @@ from ray.exceptions import RayError, RayTaskError
 from curate.errors import CurateError
 from curate.pipeline import executor as executor_mod
 from curate.pipeline.executor import Executor
+
+
+def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """Fail fast on a ``host:port`` nobody listens at (Ray itself retries for minutes)."""
+    if not address or "://" in address or ":" not in address:
+        return
+    host, port = address.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError) as e:
+        raise CurateError(f"no Ray cluster at {address}: {e}; start one with `ray start --head` "
+                          "and pass the address it prints") from None
 
 
 @ray.remote(num_cpus=0)
@@ -68,7 +81,7 @@ class RayExecutor(Executor):
     ``address``: the cluster to join (``ray://host:10001``, ``host:6379`` or
     ``auto``); default: the cluster in ``RAY_ADDRESS`` or a running local one,
     else a new local one. ``workers``: at most this many tasks at once
-    (default: no limit beyond the cluster's CPUs). ``cpus_per_task``: CPUs Ray
+    (default: as many as the cluster's CPUs allow). ``cpus_per_task``: CPUs Ray
     reserves per task (default 1). ``max_retries``: retries of a task whose
     worker died (default 3).
     """
@@ -79,6 +92,7 @@ class RayExecutor(Executor):
             raise CurateError("--workers must be at least 1")
         self._started = not ray.is_initialized()
         if self._started:
+            _check_reachable(address)
             try:
                 if address is None:
                     ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False)
