@@ -58,6 +58,8 @@ class CompareConfig:
     train: dict = field(default_factory=dict)
     noise_floor: str | bool | None = True
     reward_model: str | None = None
+    reward_data: str | None = None
+    reward_train: dict = field(default_factory=dict)
     max_new_tokens: int = 64
     decontam_ngram: int = 8
     lid_model: str | None = None
@@ -95,7 +97,7 @@ def config_from_dict(raw, base_dir: Path = Path(".")) -> CompareConfig:
     if missing:
         raise CurateError(f"compare config: missing required key {missing[0]!r}")
     raw = dict(raw)
-    for key in ("vendors", "base", "tokenizer", "heldout", "reward_model", "lid_model", "out"):
+    for key in ("vendors", "base", "tokenizer", "heldout", "reward_model", "reward_data", "lid_model", "out"):
         if raw.get(key):
             raw[key] = str((Path(base_dir) / raw[key]).resolve())
     return CompareConfig(**raw)
@@ -321,11 +323,14 @@ def run_config(cfg: CompareConfig, out: str | Path | None = None, quiet: bool = 
     base = load_model(cfg.base)
     heldout, dropped = decontaminate(load_heldout(cfg.heldout), vendors, cfg.decontam_ngram)
     heldout = sample(heldout, cfg.heldout_size, cfg.seed)
-    reward = None
+    reward, reward_info = None, None
     if cfg.reward_model:
         from train.reward import RewardModel
 
         reward = (RewardModel.load(cfg.reward_model), Tokenizer.from_file(cfg.reward_model))
+        reward_info = {"path": cfg.reward_model, **reward[0].info}
+    elif cfg.reward_data:
+        reward, reward_info = train_reward(cfg, datas, vendors, base, tokenizer, out / "reward_model")
     noise = cfg.noise_floor
     noise = (next(iter(vendors)) if noise is True else noise) or None
     prices = {d.vendor.name: d.vendor.price_per_example for d in datas}
@@ -333,9 +338,43 @@ def run_config(cfg: CompareConfig, out: str | Path | None = None, quiet: bool = 
                      cfg.max_new_tokens, cfg.n_boot, cfg.seed, quiet)
     result["heldout"] = {"path": cfg.heldout, "size": len(heldout), "dropped_contaminated": dropped}
     result["profile"] = profile
+    result["reward_model"] = reward_info
     result["manifest"] = manifest(cfg, datas, heldout)
     write_report(result, out)
     return result
+
+
+def train_reward(cfg: CompareConfig, datas, vendors: dict, base, tokenizer, out: Path):
+    """A reward model trained from the base on ``cfg.reward_data`` (preference pairs that are not
+    a vendor's: the file may not be one of the vendors' files, and pairs whose prompt any vendor
+    has are dropped). Saved in ``out`` and reused on resume. Returns ``((rm, tokenizer), info)``."""
+    import copy
+
+    from annotations.formats import read_file
+    from annotations.records import PreferencePair
+    from train.reward import RewardModel, train_reward_model
+
+    if (out / "reward.json").is_file() and (out / "summary.json").is_file():
+        return (RewardModel.load(out), tokenizer), json.loads((out / "summary.json").read_text())
+    path = Path(cfg.reward_data).resolve()
+    if any(Path(f["path"]).resolve() == path for d in datas for f in d.files):
+        raise CurateError(f"reward_data {path} is a vendor's file: the judge must not come from a vendor under test")
+    records, _ = read_file(path, vendor="reward")
+    pairs = [r for r in records if isinstance(r, PreferencePair)]
+    convs = [{"messages": r.prompt + [{"role": "assistant", "content": r.chosen}]} for r in pairs]
+    kept, dropped = decontaminate(convs, vendors, cfg.decontam_ngram)
+    kept_ids = {id(c) for c in kept}
+    pairs = [p for p, c in zip(pairs, convs) if id(c) in kept_ids]
+    if len(pairs) < 10:
+        raise CurateError(f"reward_data: only {len(pairs)} usable preference pairs after decontamination")
+    hp = {"lr": 1e-4, "batch_size": 8, **cfg.reward_train}
+    rm, res = train_reward_model(pairs, tokenizer, copy.deepcopy(base), template=cfg.template,
+                                 max_len=int(cfg.settings().max_len - 1), hyperparams=hp, seed=cfg.seed)
+    info = {"path": str(path), "pairs": len(pairs), "dropped_vendor_prompts": dropped, "accuracy": res.accuracy,
+            "train_accuracy": res.train_accuracy, "steps": res.steps}
+    rm.save(out)
+    (out / "summary.json").write_text(json.dumps(info, indent=1))
+    return (rm, tokenizer), info
 
 
 def manifest(cfg: CompareConfig, datas, heldout) -> dict:

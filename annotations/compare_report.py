@@ -92,6 +92,12 @@ def _win_rates(result: dict) -> str:
     html = "<h2>Win rates</h2>" + _matrix(result["win_rate_loss"], "By held-out loss",
                                           "Share of (seed, prompt) cells where the row vendor's model gives the "
                                           "reference answer a lower loss than the column vendor's (ties: half).")
+    info = result.get("reward_model")
+    if info:
+        acc = info.get("accuracy", {}).get("accuracy")
+        html += (f"<p>Reward model: {escape(str(info.get('path')))}"
+                 + (f", trained here on {info['pairs']} preference pairs; held-out accuracy {acc:.1%}"
+                    if acc is not None else "") + ".</p>")
     if "win_rate_reward" in result:
         html += _matrix(result["win_rate_reward"], "By reward model",
                         "Share of (seed, prompt) cells where the reward model scores the row vendor's greedy "

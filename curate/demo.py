@@ -20,8 +20,8 @@ from curate.pipeline.runner import run_pipeline
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 # Sized for about 10 minutes on 2 CPU cores (see the README's demo section).
-MODEL = {"dim": 96, "n_layers": 3, "n_heads": 4, "vocab_size": 2048, "multiple_of": 32, "max_seq_len": 512}
-PRETRAIN = {"steps": 400, "batch_size": 16, "seq_len": 128, "lr": 3e-3, "warmup_steps": 20, "eval_every": 0,
+MODEL = {"dim": 128, "n_layers": 4, "n_heads": 4, "vocab_size": 2048, "multiple_of": 32, "max_seq_len": 512}
+PRETRAIN = {"steps": 500, "batch_size": 16, "seq_len": 128, "lr": 3e-3, "warmup_steps": 20, "eval_every": 0,
             "log_every": 50, "ckpt_every": 0, "eval_batches": 4}
 VENDOR_SIZE, HELDOUT_SIZE = 240, 120
 

@@ -188,15 +188,13 @@ class _NoModel:
 
 
 @pytest.mark.slow
-def test_cli_runs_a_config_with_a_reward_model(tiny_base, alpaca, tmp_path, one_thread):
-    """`curate vendors compare CONFIG` end to end: vendor files, profile, reward scores, report, manifest."""
+def test_cli_runs_a_config_with_a_reward_model(tiny_base, alpaca, shared, tmp_path, one_thread):
+    """`curate vendors compare CONFIG` end to end: vendor files, profile, a reward model trained on
+    preference data that is no vendor's, reward scores and win rates, report, manifest."""
     import yaml
     from click.testing import CliRunner
 
     from annotations.compare_cli import compare_cmd
-    from train.model import Llama
-    from train.reward import RewardModel
-
     _, _, base_dir = tiny_base
     alpaca_raw = [{"instruction": ex["messages"][0]["content"], "input": "", "output": ex["messages"][1]["content"]}
                   for ex in alpaca[:40]]
@@ -207,17 +205,17 @@ def test_cli_runs_a_config_with_a_reward_model(tiny_base, alpaca, tmp_path, one_
     (tmp_path / "vendors.yaml").write_text(yaml.safe_dump({"vendors": [
         {"name": "good <b>", "price_per_example": 1.0, "files": ["good.json"]},
         {"name": "bad", "files": ["bad.jsonl"]}]}))
-    rm = RewardModel(Llama.load(base_dir), {"template": "llama2", "max_len": 256})  # untrained head: plumbing only
-    rm.save(tmp_path / "rm", tokenizer_path=base_dir / "tokenizer.model")
     (tmp_path / "compare.yaml").write_text(yaml.safe_dump({
         "vendors": "vendors.yaml", "base": str(base_dir), "tokenizer": str(base_dir / "tokenizer.model"),
-        "heldout": "heldout.json", "heldout_size": 20, "seeds": 2, "steps": 6, "reward_model": "rm",
+        "heldout": "heldout.json", "heldout_size": 20, "seeds": 2, "steps": 6,
+        "reward_data": str(shared / "data" / "sft" / "dpo_en_demo.json"), "reward_train": {"batch_size": 16},
         "max_new_tokens": 8, "noise_floor": None, "train": {"seq_len": 128, "batch_size": 4}}))
     res = CliRunner().invoke(compare_cmd, [str(tmp_path / "compare.yaml"), "--out", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
     assert "1. " in res.output and "wrote" in res.output
     result = json.loads((tmp_path / "out" / "compare.json").read_text())
     assert set(result["reward"]["arms"]) == {"good <b>", "bad"}
+    assert result["reward_model"]["pairs"] >= 250 and 0 <= result["reward_model"]["accuracy"]["accuracy"] <= 1
     w = np.array(result["win_rate_reward"]["matrix"])
     assert np.allclose(w + w.T, 1.0)  # a wins exactly when b loses, ties split
     assert result["heldout"]["size"] == 20 and result["manifest"]["config_hash"]

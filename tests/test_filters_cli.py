@@ -76,3 +76,16 @@ def test_top_fraction_is_global_across_shards(shared, tmp_path):
     scores = [round(min(float(model.predict(t.replace("\n", " "))[1][0]), 1.0), 4) for t in texts]
     order = sorted(range(20), key=lambda i: (-scores[i], i))[:10]
     assert kept == {texts[i] for i in order} and texts[3] not in kept and scores[3] < 0.5
+
+
+def test_classifier_train_command(shared, tmp_path):
+    # positives: Wikipedia articles (one a line); negatives: C4 web pages
+    model = tmp_path / "q.bin"
+    res = CliRunner().invoke(cli, ["classifier", "train", "--positive", str(shared / "data/pretrain/wiki_demo.txt"),
+                                   "--negative", str(shared / "data/pretrain/c4_demo.jsonl"), "--max-docs", "30",
+                                   "--out", str(model), "--bucket", "50000"])
+    assert res.exit_code == 0, res.output
+    figures = json.loads((tmp_path / "q.bin.json").read_text())
+    assert figures["test"] == 12 and figures["train"] == 48  # 20% of 30 held out per side
+    assert f"held-out accuracy {figures['accuracy']:.3f}  AUC {figures['auc']:.3f}" in res.output
+    assert model.is_file()

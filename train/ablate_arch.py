@@ -296,10 +296,12 @@ def run_arch(cfg: ArchConfig, out: str | Path | None = None, quiet: bool = True)
 
     out = Path(out or cfg.out or "out/ablate_arch")
     out.mkdir(parents=True, exist_ok=True)
+    shards = prepare_shards(cfg, out)
     base = base_config(cfg)
+    if isinstance(cfg.model, dict) and "vocab_size" not in cfg.model:  # size the embeddings to the tokenizer
+        base = replace(base, vocab_size=json.loads((shards / "index.json").read_text())["vocab_size"])
     kv = cfg.kv_heads or [base.n_heads] + ([8] if base.n_heads % 8 == 0 and base.n_heads > 8 else []) + [1]
     specs = variants(base, list(kv), cfg.ffn_multiple)
-    shards = prepare_shards(cfg, out)
     result = {"base": asdict(base), "variants": {}}
     ref = next(iter(specs.values()))
     for name, mcfg in specs.items():
@@ -330,8 +332,12 @@ def run_arch(cfg: ArchConfig, out: str | Path | None = None, quiet: bool = True)
         for name, mcfg in specs.items():
             if not quiet:
                 print(f"[ablate arch] inference {name}", flush=True)
-            result["variants"][name]["inference"] = inference_report(
-                mcfg, list(inf.batch_sizes), list(inf.contexts), inf.new_tokens, inf.memory_gib, inf.device)
+            path = out / "runs" / _slug(name) / "inference.json"
+            if not path.is_file():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(inference_report(mcfg, list(inf.batch_sizes), list(inf.contexts),
+                                                            inf.new_tokens, inf.memory_gib, inf.device)))
+            result["variants"][name]["inference"] = json.loads(path.read_text())
     result["baseline"] = next(iter(specs))
     result["train"] = asdict(cfg.train)
     result["seeds"] = cfg.seeds

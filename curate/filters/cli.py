@@ -131,8 +131,10 @@ def classifier_group():
 @click.option("--test-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2, show_default=True)
 @click.option("--epoch", type=click.IntRange(min=1), default=25, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.5, show_default=True, help="Learning rate.")
+@click.option("--bucket", type=click.IntRange(min=1000), default=1_000_000, show_default=True,
+              help="Hashed word-bigram slots (model size is bucket x 64 floats).")
 @click.option("--seed", type=int, default=0, show_default=True)
-def classifier_train_cmd(positive, negative, out, text_field, max_docs, test_fraction, epoch, lr, seed):
+def classifier_train_cmd(positive, negative, out, text_field, max_docs, test_fraction, epoch, lr, bucket, seed):
     """Train on --positive against --negative and report held-out accuracy and AUC.
 
     \b
@@ -143,7 +145,7 @@ def classifier_train_cmd(positive, negative, out, text_field, max_docs, test_fra
     from curate.scoring.quality import train_classifier
 
     figures = train_classifier(read_texts(positive, text_field, max_docs), read_texts(negative, text_field, max_docs),
-                               out, test_fraction=test_fraction, epoch=epoch, lr=lr, seed=seed)
+                               out, test_fraction=test_fraction, epoch=epoch, lr=lr, bucket=bucket, seed=seed)
     click.echo(f"trained on {figures['train']} documents ({figures['train_positive']} positive, "
                f"{figures['train_negative']} negative); held out {figures['test']}")
     click.echo(f"held-out accuracy {figures['accuracy']:.3f}  AUC {figures['auc']:.3f}")

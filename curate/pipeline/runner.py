@@ -199,7 +199,7 @@ def run_pipeline(config: str | Path | dict, out: str | Path | None = None, worke
                 else:
                     todo.append({"config": cfg.raw, "stage": stage, "shard": shard.to_dict()})
             label = f"stage {stage + 1}/{len(segs)}" if len(segs) > 1 else "curate"
-            with Progress(label, total_shards=len(shards), done_shards=len(shards) - len(todo), quiet=quiet) as bar:
+            with Progress(label, total_shards=len(shards), done_shards=len(shards) - len(todo), quiet=quiet or not todo) as bar:
                 for r in ex.map(run_task, todo, bar.docs):
                     results[(stage, r["shard"])] = r
                     bar.shard_done()
