@@ -184,8 +184,9 @@ def run_pipeline_on(items: list[dict], pipeline: str, work: Path) -> list[dict]:
     for part in sorted((work / "out" / "data").glob("*.jsonl")):
         for line in open(part, encoding="utf-8"):
             row = json.loads(line)
-            kept[int(row["id"])] = row.get("meta") or {}
-    return [{**items[i], **{k: v for k, v in kept[i].items() if k not in ("messages", "text")}} for i in sorted(kept)]
+            meta = {k: v for k, v in (row.get("meta") or {}).items() if k not in ("messages", "text")}
+            kept[int(row["id"])] = meta if "messages" in items[int(row["id"])] else {**meta, "text": row["text"]}
+    return [{**items[i], **kept[i]} for i in sorted(kept)]  # documents take the pipeline's (edited) text
 
 
 def build_arms(specs: list[dict], source: list[dict], cfg: AblateConfig, sizes, work: Path) -> tuple[dict, dict]:
@@ -240,101 +241,6 @@ def build_arms(specs: list[dict], source: list[dict], cfg: AblateConfig, sizes, 
         note.update(items=len(items), usable=int((n > 0).sum()), tokens=int(n.sum()), data=fingerprint(items))
         arms[name], info[name] = items, note
     return arms, info
-
-
-# --------------------------------------------------------------------------- pretraining arms
-
-class ArmStream:
-    """One arm's documents laid end to end in a seeded order and cut into windows of
-    ``seq_len + 1`` tokens. ``limit``: use only the first ``limit`` windows (the token budget),
-    cycled in a fresh order each epoch when a run needs more. Counts what it hands out."""
-
-    def __init__(self, docs: list[np.ndarray], seq_len: int, batch_size: int, seed: int, limit: int | None = None):
-        order = np.random.default_rng([seed, 1]).permutation(len(docs))
-        stream = np.concatenate([docs[i] for i in order]) if docs else np.zeros(0, np.int64)
-        n = len(stream) // (seq_len + 1)
-        if limit is not None and limit > n:
-            raise CurateError(f"an arm has {n} windows of {seq_len + 1} tokens, fewer than the {limit} its budget needs")
-        n = n if limit is None else limit
-        self.windows = stream[: n * (seq_len + 1)].reshape(n, seq_len + 1).astype(np.int64)
-        self.batch_size, self.seed, self.epoch, self.batch = batch_size, seed, 0, 0
-        self.tokens_seen, self.windows_seen = 0, set()
-        if n < batch_size:
-            raise CurateError(f"an arm has {n} windows, fewer than one batch of {batch_size}")
-
-    def next_batch(self):
-        import torch
-
-        per_epoch = len(self.windows) // self.batch_size
-        if self.batch >= per_epoch:
-            self.epoch, self.batch = self.epoch + 1, 0
-        order = np.random.default_rng([self.seed, 2, self.epoch]).permutation(len(self.windows))
-        rows = order[self.batch * self.batch_size: (self.batch + 1) * self.batch_size]
-        self.batch += 1
-        self.tokens_seen += len(rows) * (self.windows.shape[1] - 1)
-        self.windows_seen.update(rows.tolist())
-        w = torch.from_numpy(self.windows[rows])
-        return w[:, :-1], w[:, 1:]
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "batch": self.batch}
-
-
-def doc_batches(docs: list[np.ndarray], seq_len: int, batch_size: int, pad_id: int) -> list[dict]:
-    """Held-out documents (first ``seq_len + 1`` tokens each) as padded batches; padding carries no loss."""
-    import torch
-
-    out = []
-    for i in range(0, len(docs), batch_size):
-        chunk = [d[: seq_len + 1] for d in docs[i: i + batch_size]]
-        width = max(len(d) for d in chunk) - 1
-        inputs = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        targets = torch.full((len(chunk), width), -100, dtype=torch.long)
-        for r, d in enumerate(chunk):
-            t = torch.as_tensor(d, dtype=torch.long)
-            inputs[r, : len(d) - 1], targets[r, : len(d) - 1] = t[:-1], t[1:]
-        out.append({"inputs": inputs, "targets": targets})
-    return out
-
-
-def doc_losses(model, batches: list[dict]) -> list[float]:
-    """Mean next-token loss (nats) of each held-out document."""
-    import torch
-    import torch.nn.functional as F
-
-    model.eval()
-    out = []
-    with torch.no_grad():
-        for b in batches:
-            logits = model(b["inputs"]).float()
-            nll = F.cross_entropy(logits.transpose(1, 2), b["targets"], ignore_index=-100, reduction="none")
-            out += (nll.sum(1) / (b["targets"] != -100).sum(1)).tolist()
-    return [round(x, 6) for x in out]
-
-
-def pretrain_arm(base, docs: list[np.ndarray], heldout: list[dict], hp: dict, seed: int, steps: int,
-                 limit: int | None, eval_points: int = 4) -> dict:
-    """Train a copy of ``base`` for ``steps`` steps on one arm's windows at ``seed``."""
-    import torch
-
-    from train import distributed
-    from train.config import TrainConfig
-    from train.trainer import LoopState, build_optimizer, train_loop
-
-    tc = TrainConfig(**{**hp, "steps": steps, "ckpt_every": 0, "log_every": steps,
-                        "eval_every": max(1, steps // max(1, eval_points))})
-    data = ArmStream(docs, tc.seq_len, tc.batch_size, seed, limit)
-    torch.manual_seed(seed)
-    model = copy.deepcopy(base)
-    world = distributed.World()
-    state = train_loop(model, build_optimizer(model, tc), data, tc, world, state=LoopState(),
-                       val_batches=lambda: heldout, quiet=True)
-    per_step = tc.batch_size * tc.seq_len
-    return {"seed": seed, "steps": state.step, "trained_tokens": state.tokens, "tokens_seen": data.tokens_seen,
-            "distinct_tokens": len(data.windows_seen) * tc.seq_len, "budget_tokens": None if limit is None else limit * tc.seq_len,
-            "train_loss": [round(x, 5) for x in state.losses],
-            "val_curve": [[s * per_step, round(v, 5)] for s, v in state.val_losses],
-            "heldout_loss": doc_losses(model, heldout)}
 
 
 # --------------------------------------------------------------------------- the ablation
@@ -392,7 +298,9 @@ def run_ablation(cfg: AblateConfig, out: str | Path | None = None, quiet: bool =
             before = len(arms[name])
             arms[name] = [it for it in arms[name] if " ".join(it["text"].split()) not in texts]
             info[name]["dropped_heldout"] = before - len(arms[name])
-        results, plan = _run_pretrain(cfg, arms, base, tok, heldout, out, quiet)
+        from annotations.ablate_pretrain import run_pretrain_arms
+
+        results, plan = run_pretrain_arms(cfg, arms, base, tok, heldout, out, quiet)
     result = summarize(cfg, results, info)
     result.update(plan=plan, heldout={"items": len(heldout), "dropped_contaminated": dropped,
                                       "source": cfg.heldout or f"{cfg.heldout_size} held out of {cfg.source}"},
@@ -420,43 +328,6 @@ def _run_sft(cfg, arms, base, tok, heldout, out, quiet):
             r["val_curve"] = [[round(s * per_step), v] for s, v in r["val_curve"]]
             r["budget_tokens"] = harness.plan["budgets"].get("main")
     return results, {k: v for k, v in harness.plan.items() if not k.startswith("_")}
-
-
-def _run_pretrain(cfg, arms, base, tok, heldout, out, quiet):
-    hp = {**{"lr": 1e-3, "batch_size": 8, "seq_len": 256, "warmup_steps": 5, "min_lr_ratio": 0.1}, **cfg.train}
-    seq, batch = int(hp["seq_len"]), int(hp["batch_size"])
-    docs = {n: [np.asarray(x, np.int64) for x in tok.encode_batch([it["text"] for it in items], eos=True)]
-            for n, items in arms.items()}
-    held = doc_batches([np.asarray(x, np.int64) for x in tok.encode_batch([h["text"] for h in heldout], eos=True)
-                        if len(x) >= 2], seq, 16, tok.pad_id)
-    if cfg.mode == "tokens":
-        most = min(sum(len(d) for d in ds) // (seq + 1) * seq for ds in docs.values())
-        budget = cfg.budget or most
-        steps = budget // (batch * seq)
-        if steps < 1:
-            raise CurateError(f"budget of {budget} tokens is less than one batch of {batch} x {seq}")
-        limit = steps * batch
-    else:
-        steps, limit = cfg.steps, None
-    plan = {"mode": cfg.mode, "steps": steps, "budget_tokens": None if limit is None else limit * seq,
-            "train": hp, "seeds": cfg.seeds, "heldout": fingerprint([h["text"] for h in heldout]),
-            "arms": {n: fingerprint([it["text"] for it in items]) for n, items in arms.items()}}
-    path = out / "plan.json"
-    if path.is_file() and json.loads(path.read_text()) != json.loads(json.dumps(plan)):
-        raise CurateError(f"{out} holds a different ablation plan; use a new output folder")
-    path.write_text(json.dumps(plan, indent=1))
-    results = {n: [] for n in arms}
-    for seed in range(cfg.seeds):
-        for name in arms:
-            rpath = out / "runs" / safe_name(name) / f"seed_{seed}.json"
-            if not rpath.is_file():
-                if not quiet:
-                    print(f"[ablate] training {name} seed {seed}", flush=True)
-                rec = pretrain_arm(base, docs[name], held, dict(hp), seed, steps, limit, cfg.eval_points)
-                rpath.parent.mkdir(parents=True, exist_ok=True)
-                rpath.write_text(json.dumps({"arm": name, **rec}))
-            results[name].append(json.loads(rpath.read_text()))
-    return results, plan
 
 
 def summarize(cfg: AblateConfig, results: dict, info: dict) -> dict:

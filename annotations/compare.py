@@ -293,6 +293,7 @@ def _reward_scorer(reward, tokenizer, heldout, template, max_new_tokens):
         ids.append([t for text, _, bos, eos in parts for t in tokenizer.encode(text, bos=bos, eos=eos)])
 
     def scorer(model, seed):
+        rm.to(model.output.weight.device)
         room = model.cfg.max_seq_len - max_new_tokens
         outs = generate(model, [p[-room:] for p in ids], max_new_tokens, temperature=0.0, seed=seed,
                         eos_id=tokenizer.eos_id)
@@ -321,6 +322,12 @@ def run_config(cfg: CompareConfig, out: str | Path | None = None, quiet: bool = 
     profile = profile_vendors(datas, lid_model=cfg.lid_model)
     tokenizer = Tokenizer.from_file(cfg.tokenizer)
     base = load_model(cfg.base)
+    device = cfg.train.get("device", "auto")
+    if device != "cpu":  # the base is evaluated where the arms train
+        import torch
+
+        if device == "cuda" or torch.cuda.is_available():
+            base = base.to("cuda")
     heldout, dropped = decontaminate(load_heldout(cfg.heldout), vendors, cfg.decontam_ngram)
     heldout = sample(heldout, cfg.heldout_size, cfg.seed)
     reward, reward_info = None, None

@@ -24,7 +24,8 @@ def compare_cmd(config, out, seeds, quiet):
 
     \b
     Example:
-      curate vendors compare examples/compare/compare.yaml --out out/compare
+      curate demo --out out/demo       # writes out/demo/vendors/compare.yaml and a base model
+      curate vendors compare out/demo/vendors/compare.yaml --out out/compare
     """
     cfg = load_config(config)
     if seeds is not None:

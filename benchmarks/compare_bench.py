@@ -117,6 +117,9 @@ def main() -> None:
           f"floor {floor['floor']:.4f}; effect / floor = {abs(pair['diff']) / max(floor['floor'], 1e-9):.2f}")
     print(f"peer (issue 7, ~3M params, CPU): shuffled - clean = {ISSUE_SHUFFLED:+.3f}; ours / peer = "
           f"{pair['diff'] / ISSUE_SHUFFLED:.2f}")
+    from annotations.compare_report import write_report
+
+    print(f"report: {write_report(result, run / 'report', 'Clean vs shuffled answers')}")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ import os
 import platform
 import random
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -173,8 +172,9 @@ def score(kept: set[str], truth: dict[str, str]) -> dict[str, float]:
 
 
 # --- running tools ----------------------------------------------------------------------
-def tree_rss(pid: int) -> int:
-    """Sum of RSS (bytes) over ``pid`` and all its descendants, from /proc."""
+def tree_sample(pid: int, cpu_ticks: dict[int, int]) -> int:
+    """Sum of RSS (bytes) over ``pid`` and all its descendants, from /proc; records each
+    process's CPU ticks (user + system) in ``cpu_ticks``."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -188,6 +188,8 @@ def tree_rss(pid: int) -> int:
         p = todo.pop()
         todo += children.get(p, [])
         try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            cpu_ticks[p] = max(cpu_ticks.get(p, 0), int(fields[11]) + int(fields[12]))
             total += int(Path(f"/proc/{p}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
         except (OSError, IndexError, ValueError):
             pass
@@ -196,22 +198,20 @@ def tree_rss(pid: int) -> int:
 
 def timed(cmd: list[str], env: dict | None = None, log: Path | None = None) -> tuple[float, int, float]:
     """Run ``cmd``; return (wall seconds, peak tree RSS bytes, CPU seconds of the tree). Fails loudly.
-    CPU time (user + system of every process the tool started and reaped) does not
-    depend on what else the machine is running, unlike wall time."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    Both from sampling /proc every 50 ms over the tool's process tree; CPU time (user +
+    system) does not depend on what else the machine runs, unlike wall time."""
     t0 = time.perf_counter()
+    cpu_ticks: dict[int, int] = {}
     with open(log or os.devnull, "w") as out:
         proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
         peak = 0
         while proc.poll() is None:
-            peak = max(peak, tree_rss(proc.pid))
+            peak = max(peak, tree_sample(proc.pid, cpu_ticks))
             time.sleep(0.05)
     seconds = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode:
         raise SystemExit(f"{cmd[:3]} failed with {proc.returncode}; see {log}")
-    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
-    return seconds, peak, cpu
+    return seconds, peak, sum(cpu_ticks.values()) / os.sysconf("SC_CLK_TCK")
 
 
 def run_curate(corpus: Path, workers: int) -> tuple[tuple[float, int, float], set[str], str]:

@@ -2,19 +2,21 @@
 executor and on a local Ray cluster, on the same cores, in one run.
 
     python benchmarks/ray_bench.py [--mb 40] [--workers 2] [--shard-mb 4]
+                                   [--reduce-docs 1000000] [--uf-docs 20000000]
 
 Input: about --mb megabytes of JSONL documents assembled from the real
 paragraphs in ../shared/data/pretrain (C4, news, Wikipedia articles), with 10%
-exact and 10% near copies planted (see write_corpus). Pipeline: the registered heuristic filters (if
-any), exact_dedup, minhash_dedup (threshold 0.8, 128 permutations). Each mode
-runs the whole pipeline into a fresh folder; the local executor runs before and
-after Ray (the faster counts); Ray is timed once with cold
-workers (a fresh cluster: worker start and imports included) and once more on
-the same, warm cluster; cluster start (``ray.init``) is timed apart.
+exact and 10% near copies planted (see write_corpus). Pipeline: the registered
+heuristic filters, exact_dedup, minhash_dedup (threshold 0.8, 128
+permutations). Each mode runs the whole pipeline into a fresh folder: the local
+executor before and after Ray (the faster counts), Ray once with cold workers,
+once warm, once warm with the dedup clustering as Ray tasks; cluster start
+(``ray.init``) is timed apart, and so is an empty task on each executor.
 
-Also printed, for sizing a cluster (README): bytes of dedup index per
-document, seconds of each reduce (it runs in the driver), and the driver's
-peak RSS.
+Also printed, for sizing a cluster (README): dedup index bytes per document,
+output bytes per input byte, MinHash clustering alone in process and as Ray
+tasks on a synthetic index (--reduce-docs), and the driver's union-find over
+--uf-docs documents (time, bytes per document).
 """
 from __future__ import annotations
 
@@ -145,6 +147,7 @@ def main() -> None:
         t_warm, s_warm = timed_run(config, tmp / "ray-warm", RayExecutor())
         with dedup_reduce_on_ray():
             t_dist, s_dist = timed_run(config, tmp / "ray-dist", RayExecutor())
+        rss_pipelines = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         reduce_cost(args.reduce_docs)
         ray_task_s = per_task_seconds(RayExecutor())
         ray.shutdown()
@@ -179,7 +182,7 @@ def main() -> None:
         out_bytes = folder_bytes(tmp / "local/data") + folder_bytes(tmp / "local/removed")
         print(f"output (kept + removed parquet): {out_bytes / n_bytes:.3f} x input bytes "
               f"(each stage between dedup steps writes about this much under _work/)")
-        print(f"driver peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB "
+        print(f"driver peak RSS over the pipeline runs: {rss_pipelines:.0f} MiB "
               f"(the reduces run here; includes the interpreter and imports)")
         union_find_cost(args.uf_docs)
     finally:

@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from annotations.ablate import ArmStream, build_arms, config_from_dict
+from annotations.ablate import build_arms, config_from_dict
+from annotations.ablate_pretrain import ArmStream
 from curate.errors import CurateError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -64,7 +64,8 @@ def test_shuffled_answers_come_out_worse_than_clean(tokenizer, tmp_path, torch_o
     eff = res["arms"]["shuffled"]["effect"]
     assert eff["lo"] > 0 and eff["verdict"] == "worse", eff  # higher held-out loss, interval above zero
     assert res["arms"]["clean"]["effect"] is None and res["baseline"] == "clean"
-    assert res["loss"]["seeds"] == 3 and res["loss"]["prompts"] == 120
+    assert res["loss"]["seeds"] == 3 and res["loss"]["prompts"] == res["heldout"]["items"] >= 100
+    assert res["heldout"]["items"] + res["heldout"]["dropped_contaminated"] == 120  # decontaminated against the arms
     assert re.search(r"shuffled: .* worse", output)
     assert [t for t, _ in res["arms"]["clean"]["curve"]][-1] == np.mean(res["arms"]["clean"]["trained_tokens"]).round()
     assert res["arms"]["clean"]["usable"] > 700
@@ -99,3 +100,35 @@ def test_arch_ablation_end_to_end(tokenizer, tmp_path, torch_one_thread):
         assert (tmp_path / "out" / f).is_file()
     _run(["arch", path, "--out", tmp_path / "out"])  # a rerun resumes: same numbers, nothing retrained
     assert json.loads((tmp_path / "out/arch.json").read_text())["loss"] == loss
+
+
+@pytest.mark.slow
+def test_data_arms_see_exactly_their_token_budget(tokenizer, tmp_path, torch_one_thread):
+    src = tmp_path / "docs.jsonl"
+    with open(src, "w", encoding="utf-8") as f:
+        for i, (text, _) in enumerate(_docs()):
+            f.write(json.dumps({"text": text, "score": len(set(text.split())) / max(1, len(text.split()))}) + "\n")
+    arms = [{"name": "all"}, {"name": "top25", "top": {"fraction": 0.25, "by": "score"}},
+            {"name": "random25", "random": {"like": "top25"}}]
+    base = {"kind": "pretrain", "source": str(src), "tokenizer": str(tokenizer), "model": TINY, "heldout_size": 20,
+            "seeds": 2, "n_boot": 200, "arms": arms, "eval_points": 1,
+            "train": {"lr": 3e-3, "batch_size": 4, "seq_len": 32, "warmup_steps": 1, "eval_batches": 1}}
+    # tokens mode: every arm, every seed trains on exactly `budget` tokens, each once
+    budget = 5 * 4 * 32
+    path = tmp_path / "tokens.yaml"
+    path.write_text(json.dumps({**base, "mode": "tokens", "budget": budget}))
+    _run(["data", path, "--out", tmp_path / "tokens"])
+    for name in ("all", "top25", "random25"):
+        for seed in range(2):
+            run = json.loads((tmp_path / f"tokens/runs/{name}/seed_{seed}.json").read_text())
+            assert run["trained_tokens"] == run["tokens_seen"] == run["distinct_tokens"] == budget
+            assert run["budget_tokens"] == budget and run["steps"] == 5
+    # steps mode: the same steps (and so tokens) for all; the small arms repeat their data, the large one does not
+    path = tmp_path / "steps.yaml"
+    path.write_text(json.dumps({**base, "mode": "steps", "steps": 12, "seeds": 1}))
+    _run(["data", path, "--out", tmp_path / "steps"])
+    runs = {n: json.loads((tmp_path / f"steps/runs/{n}/seed_0.json").read_text()) for n in ("all", "top25")}
+    assert {r["trained_tokens"] for r in runs.values()} == {12 * 4 * 32}
+    res = json.loads((tmp_path / "steps/ablate.json").read_text())
+    assert res["arms"]["top25"]["tokens"] < res["arms"]["all"]["tokens"] / 3
+    assert res["arms"]["random25"]["tokens"] <= res["arms"]["top25"]["tokens"]

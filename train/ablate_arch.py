@@ -167,7 +167,8 @@ def inference_report(cfg: LlamaConfig, batch_sizes: list[int], contexts: list[in
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     torch.manual_seed(seed)
-    model = Llama(cfg).to(dev, dtype)
+    with torch.device(dev):  # initialised where it runs: a 7B model's init on a CPU takes minutes
+        model = Llama(cfg).to(dtype)
     speed = []
     for ctx in contexts:
         for b in batch_sizes:
@@ -292,6 +293,7 @@ def train_variant(name: str, model_cfg: LlamaConfig, shards: Path, cfg: ArchConf
 def run_arch(cfg: ArchConfig, out: str | Path | None = None, quiet: bool = True) -> dict:
     """Everything `curate ablate arch` does; writes arch.json, arch.html and figures in ``out``."""
     from annotations import stats
+    from annotations.arms import fingerprint
     from annotations.ablate_report import write_report
 
     out = Path(out or cfg.out or "out/ablate_arch")
@@ -332,7 +334,7 @@ def run_arch(cfg: ArchConfig, out: str | Path | None = None, quiet: bool = True)
         for name, mcfg in specs.items():
             if not quiet:
                 print(f"[ablate arch] inference {name}", flush=True)
-            path = out / "runs" / _slug(name) / "inference.json"
+            path = out / "runs" / _slug(name) / f"inference_{fingerprint(asdict(inf))}.json"
             if not path.is_file():
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(inference_report(mcfg, list(inf.batch_sizes), list(inf.contexts),

@@ -142,7 +142,7 @@ class RayExecutor(Executor):
                 ray.cancel(ref, force=True)
             ray.kill(counter)
 
-    def _result(self, ref, payload: dict) -> dict:
+    def _result(self, ref, payload: dict) -> tuple[int, dict]:
         try:
             return ray.get(ref)
         except RayTaskError as e:

@@ -14,6 +14,7 @@ have markers, so a run killed at any moment resumes to the same output.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 import time
@@ -204,7 +205,7 @@ def run_pipeline(config: str | Path | dict, out: str | Path | None = None, worke
                     results[(stage, r["shard"])] = r
                     bar.shard_done()
             if barrier is not None:
-                reduce_stats[barrier] = _reduce(out, steps[barrier], barrier, len(shards), quiet)
+                reduce_stats[barrier] = _reduce(out, steps[barrier], barrier, len(shards), quiet, ex)
     finally:
         ex.close()
     remove_stale_tmp(out)  # every task is done: temporary files left are a dead attempt's (Ray retries)
@@ -216,14 +217,16 @@ def run_pipeline(config: str | Path | dict, out: str | Path | None = None, worke
     return stats
 
 
-def _reduce(out: Path, step, index: int, n_shards: int, quiet: bool) -> dict:
+def _reduce(out: Path, step, index: int, n_shards: int, quiet: bool, ex: Executor) -> dict:
     marker = _work(out) / "markers" / f"reduce{index:02d}.json"
     if marker.exists():
         return json.loads(marker.read_text())
     if not quiet:
         print(f"[{step.name}] combining {n_shards} shard(s)...", flush=True)
     t0 = time.perf_counter()
-    figures = step.reduce(_step_workdir(out, index, step.name), n_shards) or {}
+    # A step whose reduce takes the executor may spread its work over it (dedup clustering on Ray).
+    kw = {"executor": ex} if "executor" in inspect.signature(step.reduce).parameters else {}
+    figures = step.reduce(_step_workdir(out, index, step.name), n_shards, **kw) or {}
     figures = {"seconds": round(time.perf_counter() - t0, 4), **figures}
     write_json(marker, figures)
     return figures

@@ -79,7 +79,9 @@ class GlobalStep(Step):
 
     def reduce(self, workdir: Path, n_shards: int) -> dict[str, Any]:
         """Combine all shards' state into per-shard decisions under ``workdir``;
-        return figures for stats.json (e.g. a cluster-size histogram)."""
+        return figures for stats.json (e.g. a cluster-size histogram). A subclass may
+        add an ``executor`` keyword: the runner then passes the run's Executor, over
+        which the step can spread its reduce (dedup clustering on Ray does)."""
         raise NotImplementedError
 
     def apply(self, docs: list[Document], shard: int, workdir: Path) -> tuple[list[Document], list[Removed]]:
