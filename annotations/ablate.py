@@ -95,6 +95,8 @@ class AblateConfig:
         names = [a["name"] for a in self.arms]
         if len(set(names)) != len(names):
             raise CurateError(f"arm names must be distinct: {names}")
+        if self.noise_floor and self.kind != "sft":
+            raise CurateError("noise_floor is measured for sft ablations only")
         self.baseline = self.baseline or names[0]
         if self.baseline not in names:
             raise CurateError(f"baseline {self.baseline!r} is not an arm ({', '.join(names)})")

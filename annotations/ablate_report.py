@@ -100,9 +100,10 @@ def write_report(result: dict, out: str | Path, kind: str = "data") -> None:
         title = f"Data ablation ({result['kind']}, equal {result['mode']})"
         names = list(result["arms"])
         curves = {n: result["arms"][n]["curve"] for n in names}
-        rows = [[n, a.get("items"), a.get("tokens"), a.get("budget_tokens"), sorted(set(a["trained_tokens"]))[0]]
-                for n, a in result["arms"].items()]
-        parts.append(_table(["arm", "items", "tokens in pool", "budget", "trained tokens (seed 0)"], rows))
+        rows = [[n, a.get("pool"), a.get("after_pipeline"), a.get("items"), a.get("tokens"), a.get("budget_tokens"),
+                 a["trained_tokens"][0]] for n, a in result["arms"].items()]
+        parts.append(_table(["arm", "source items", "after pipeline", "items", "tokens in pool", "budget",
+                             "trained tokens (seed 0)"], rows))
         if "noise_floor" in result:
             nf = result["noise_floor"]
             parts.append(f"<p>Noise floor (two random halves of one arm): {nf['floor']:.4f} nats.</p>")

@@ -246,7 +246,8 @@ class Harness:
         return record
 
     def base_losses(self, model=None) -> dict:
-        """Held-out answer loss of ``model`` (default the base) with the right prompts and with
+        """Held-out answer loss of ``model`` (default the base): ``heldout``, scored as the arms are;
+        and for the conditioning check ``right`` and ``mismatched``: with the right prompts and with
         mismatched ones (each answer after the prompt of another held-out example, a seeded
         derangement). Both score the same answer tokens: the first ones that fit in seq_len after
         either prompt, so a model that ignores the prompt has a gain of exactly zero."""
@@ -276,7 +277,9 @@ class Harness:
         losses = [heldout_losses(model, tok, [x for x in enc if x is not None], s.template, s.max_len)
                   for enc in (right, mismatched)]
         fill = [iter(v) for v in losses]
-        return {key: [next(it) if ok else float("nan") for ok in score] for key, it in zip(("right", "mismatched"), fill)}
+        out = {key: [next(it) if ok else float("nan") for ok in score] for key, it in zip(("right", "mismatched"), fill)}
+        out["heldout"] = heldout_losses(model, tok, self.heldout, s.template, s.max_len)  # as the arms are scored
+        return out
 
 
 def _answer_tokens(example, tokenizer, settings: Settings) -> int:

@@ -214,9 +214,10 @@ def compare(vendors: dict[str, list[dict]], base, tokenizer, heldout: list[dict]
     scorer = _reward_scorer(reward, tokenizer, harness.heldout, settings.template, max_new_tokens) if reward else None
     results = harness.run(scorer, quiet=quiet)
     base_path = Path(out) / "base.json"
-    if not base_path.is_file():
-        base_path.write_text(json.dumps(harness.base_losses()))
-    base_losses = json.loads(base_path.read_text())
+    base_losses = json.loads(base_path.read_text()) if base_path.is_file() else {}
+    if "heldout" not in base_losses:
+        base_losses = harness.base_losses()
+        base_path.write_text(json.dumps(base_losses))
     return summarize(harness, results, base_losses, list(vendors), noise_floor, n_boot, seed)
 
 
@@ -229,7 +230,7 @@ def summarize(harness: Harness, results: dict, base_losses: dict, names: list[st
     out = {"metric": "held-out answer loss (nats/token, lower is better)", "loss": loss_stats,
            "win_rate_loss": stats.win_rates(main, higher_is_better=False, n_boot=n_boot, seed=seed),
            "conditioning": stats.conditioning_gain(base_losses["right"], base_losses["mismatched"], n_boot, seed),
-           "base_loss": float(np.nanmean(base_losses["right"]))}
+           "base_loss": float(np.nanmean(base_losses["heldout"]))}
     if noise_arm:
         halves = [f"{noise_arm} (half {k + 1})" for k in range(2)]
         out["noise_floor"] = {"vendor": noise_arm, "arms": halves,

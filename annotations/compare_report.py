@@ -141,7 +141,7 @@ def _curves(result: dict) -> str:
             right.plot(steps, vals, style + "o", label=name, markersize=3)
     right.axhline(result["base_loss"], color="grey", lw=0.8, label="base model")
     left.set(title="training loss (mean over seeds)", xlabel="step", ylabel="nats/token")
-    right.set(title="held-out answer loss (mean over seeds)", xlabel="step", ylabel="nats/token")
+    right.set(title="held-out answer loss, token-weighted (mean over seeds)", xlabel="step", ylabel="nats/token")
     left.legend(fontsize=8)
     right.legend(fontsize=8)
     return "<h2>Loss curves</h2>" + _png(fig)

@@ -364,14 +364,18 @@ def main() -> None:
     if not args.skip_peers:
         ensure_venv()
         tools.update({"datatrove": run_datatrove, "text-dedup": run_text_dedup})
-    rows = {}
-    for name, run in tools.items():
-        runs = []
-        for _ in range(args.repeat):
+    runs: dict[str, list] = {name: [] for name in tools}
+    results = {}
+    for _ in range(args.repeat):  # tools take turns, so that each meets the same changes in load
+        for name, run in tools.items():
             measured, kept, how = run(corpus, args.workers)
-            runs.append(measured)
+            runs[name].append(measured)
+            results[name] = (kept, how)
             print(f"  {name}: {measured[0]:.1f} s wall, {measured[2]:.1f} CPU s", flush=True)
-        seconds, peak, cpu = min(runs)  # the run least slowed down by other load
+    rows = {}
+    for name in tools:
+        kept, how = results[name]
+        seconds, peak, cpu = min(runs[name])  # the run least slowed down by other load
         rows[name] = {"docs_per_s": len(truth) / seconds, "seconds": seconds, "cpu_s": cpu, "peak_mib": peak / 2**20,
                       **score(kept, truth), "bands": how}
     print(f"\nbest of {args.repeat} run(s) per tool, {args.workers} workers")

@@ -19,6 +19,8 @@ CLI_MODULES = [
     "curate.dedup.cli",
     "curate.filters.cli",
     "train.cli",
+    "train.reward_cli",
+    "train.ablate_cli",
     "annotations.cli",
 ]
 

@@ -4,8 +4,9 @@
 2. Train a small BPE tokenizer on the curated text and pretrain a small Llama on it.
 3. Build three annotation vendors from the bundled SFT data (``examples/compare/``):
    ``acme`` (clean Alpaca answers), ``bolt`` (the same prompts, 40% of the words of half its
-   answers replaced by random words: a planted fault) and ``cobalt`` (other prompts, chat-style
-   two-turn conversations), with a held-out set of other Alpaca prompts and their answers.
+   answers replaced by random words: a planted fault) and ``cobalt`` (other prompts from another
+   source, in another style: instruction and input run together, answers half as long), with a
+   held-out set of other Alpaca prompts and their reference answers.
 4. Profile the vendors and compare them downstream (``curate vendors compare``): one report.
 """
 from __future__ import annotations
@@ -114,8 +115,16 @@ def write_vendors(out: Path, base_dir: Path) -> Path:
     with open(out / "bolt.jsonl", "w", encoding="utf-8") as f:
         for c in degraded:
             f.write(json.dumps(c, ensure_ascii=False) + "\n")
-    chat = (EXAMPLES / "compare" / "v1_sft_demo.jsonl").read_text(encoding="utf-8").splitlines()
-    chat = [line for line in chat if "{{" not in line][:VENDOR_SIZE]  # skip templated self-introductions
+    # other prompts from another source: skip its templated self-introductions and the conversations
+    # that repeat an Alpaca prompt (a quarter of the file), so cobalt shares no prompt with acme
+    instructions = {r["instruction"].strip() for r in alpaca}
+    chat = []
+    for line in (EXAMPLES / "compare" / "v1_sft_demo.jsonl").read_text(encoding="utf-8").splitlines():
+        first = json.loads(line)["messages"][0]["content"]
+        user = "".join(p.get("value", "") for p in first) if isinstance(first, list) else str(first)
+        if "{{" not in line and user.strip() not in instructions:
+            chat.append(line)
+    chat = chat[:VENDOR_SIZE]
     (out / "cobalt.jsonl").write_text("\n".join(chat) + "\n", encoding="utf-8")
     (out / "heldout.json").write_text(json.dumps(alpaca[-HELDOUT_SIZE * 2:], ensure_ascii=False), encoding="utf-8")
     vendors = {"vendors": [

@@ -132,3 +132,24 @@ def test_data_arms_see_exactly_their_token_budget(tokenizer, tmp_path, torch_one
     res = json.loads((tmp_path / "steps/ablate.json").read_text())
     assert res["arms"]["top25"]["tokens"] < res["arms"]["all"]["tokens"] / 3
     assert res["arms"]["random25"]["tokens"] <= res["arms"]["top25"]["tokens"]
+
+    # sft, tokens mode (the vendor harness): each seed's subsample holds at most the budget in answer
+    # tokens, and misses it by less than one example
+    convs = tmp_path / "convs.jsonl"
+    with open(convs, "w", encoding="utf-8") as f:
+        for text, label in _docs()[:200]:
+            words = text.split()
+            f.write(json.dumps({"messages": [{"role": "user", "content": " ".join(words[:8])},
+                                             {"role": "assistant", "content": " ".join(words[8:8 + len(words) % 17 + 3])}]}) + "\n")
+    path = tmp_path / "sft.yaml"
+    path.write_text(json.dumps({**base, "kind": "sft", "source": str(convs), "mode": "tokens", "budget": 600, "steps": 2,
+                                "train": {**base["train"], "seq_len": 96}, "arms": [{"name": "all"}, {"name": "half", "random": {"fraction": 0.5}}]}))
+    _run(["data", path, "--out", tmp_path / "sft"])
+    res = json.loads((tmp_path / "sft/ablate.json").read_text())
+    from train.sft import encode, load_examples
+    from train.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_file(tokenizer)
+    largest = max(encode(ex, tok, "llama2", 97).num_loss_tokens for ex in load_examples(convs))
+    for name in ("all", "half"):
+        assert all(600 - largest < n <= 600 for n in res["arms"][name]["answer_tokens"]), res["arms"][name]

@@ -100,6 +100,14 @@ def test_clean_vendor_beats_degraded_copies_and_halves_tie(tiny_base, alpaca, tm
                       noise_floor="clean", prices=prices, n_boot=1000)
     assert [p.stat().st_mtime_ns for p in runs] == stamps and len(runs) == 15
     assert again["loss"]["arms"] == loss["arms"]
+    # a crash that lost one (vendor, seed) result: only that run is redone, with the same outcome
+    lost = tmp_path / "run" / "runs" / "cut40" / "seed_1.json"
+    before = json.loads(lost.read_text())
+    lost.unlink()
+    C.compare(vendors, base, tok, heldout, Settings(seeds=3, **SETTINGS), tmp_path / "run",
+              noise_floor="clean", prices=prices, n_boot=1000)
+    assert [p.stat().st_mtime_ns for p in runs if p != lost] == [t for p, t in zip(runs, stamps) if p != lost]
+    assert json.loads(lost.read_text())["heldout_loss"] == pytest.approx(before["heldout_loss"], abs=1e-4)
 
 
 @pytest.mark.slow
@@ -144,6 +152,18 @@ def test_budget_in_answer_tokens_and_matched_selection(shared, alpaca):
         keys = lambda n: {harness.keys[n][i] for i in picked[n]}  # noqa: E731
         assert keys("clean") <= keys("short")
     assert harness.plan["_subsets"]["clean"][0] != harness.plan["_subsets"]["clean"][1]
+
+
+def test_a_run_dir_with_another_plan_is_refused(shared, alpaca, tmp_path):
+    from curate.errors import CurateError
+    from train.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_file(shared / "models" / "sentencepiece-32k-llama-style.model")
+    arms = [Arm("a", alpaca[:30]), Arm("b", alpaca[30:60])]
+    Harness(arms, _NoModel(), tok, alpaca[-5:], Settings(seeds=2, steps=3), tmp_path).check_run_dir()
+    Harness(arms, _NoModel(), tok, alpaca[-5:], Settings(seeds=2, steps=3), tmp_path).check_run_dir()  # same plan
+    with pytest.raises(CurateError, match="different plan"):
+        Harness(arms, _NoModel(), tok, alpaca[-5:], Settings(seeds=3, steps=3), tmp_path).check_run_dir()
 
 
 def test_select_takes_a_seeded_prefix_and_disjoint_halves():

@@ -24,7 +24,6 @@ Config (YAML, paths relative to it)::
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path

@@ -364,6 +364,9 @@ def run_sampling(cfg, log=print) -> dict:
     rm = RewardModel.load(rm_dir, device=device)
     rm_tok = Tokenizer.from_file(rm_dir)
     cand_path = out / "candidates.jsonl"
+    pool_paths = [cfg.pool] if isinstance(cfg.pool, str) else list(cfg.pool or [])
+    if any(Path(p).resolve() == cand_path.resolve() for p in pool_paths):
+        raise CurateError(f"pool: {cand_path} is this round's own output; give each round its own out_dir")
     if cfg.reuse and cand_path.is_file():
         rows = read_candidates(cand_path)
         log(f"reusing {len(rows)} candidates from {cand_path}")
@@ -394,7 +397,7 @@ def run_sampling(cfg, log=print) -> dict:
             write_jsonl(out / "skipped_prompts.jsonl", [{"prompt_id": i, "reason": r} for i, r in skipped_prompts])
         score_candidates(rows, rm, rm_tok)
         write_jsonl(cand_path, rows)
-    pooled = read_candidates(cfg.pool) if cfg.pool else []
+    pooled = read_candidates(pool_paths) if pool_paths else []
     if pooled and cfg.rescore_pool:
         score_candidates(pooled, rm, rm_tok)
     selected = select(pooled + rows, cfg.keep)
