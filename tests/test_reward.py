@@ -21,12 +21,7 @@ from train.tokenizer import Tokenizer, train_bpe
 TINY = dict(dim=16, n_layers=1, n_heads=2, n_kv_heads=1, multiple_of=16, max_seq_len=128)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():  # on a loaded 2-core machine two torch threads run several times slower than one
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -160,4 +160,12 @@ def tokenize_cmd(inputs, tokenizer, out, dtype, text_column):
                f"({index['dtype']}, {len(index['files'])} files), {skipped} empty rows skipped")
 
 
+def _mount_reward() -> None:
+    from train.reward_cli import rm_cmd  # reward models live in their own module
+
+    train_group.add_command(rm_cmd)
+
+
+_mount_reward()
+
 COMMANDS = [train_group, generate_cmd, shards_group]
