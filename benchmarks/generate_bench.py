@@ -10,8 +10,6 @@ per second for each, their ratio, whether the two produced the same tokens, and 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import tempfile
 import time
 
@@ -19,18 +17,7 @@ import torch
 
 from train.generate import generate
 from train.model import Llama, get_config
-
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown cpu"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return (f"{cpu}, {os.cpu_count()} cores visible, torch {torch.__version__} "
-            f"with {torch.get_num_threads()} threads{gpu}")
+from _common import machine
 
 
 def best_time(fn, repeats: int):
@@ -46,6 +33,36 @@ def best_time(fn, repeats: int):
     return min(times), out
 
 
+def compare_generation(config: str = "small", batches=(1, 8), prompt_len: int = 64, new_tokens: int = 64,
+                       repeats: int = 3, device: str = "cpu") -> None:
+    """Print new tokens per second, ours vs transformers' generate, for each batch size."""
+    import transformers
+
+    torch.manual_seed(0)
+    cfg = get_config(config)
+    ours = Llama(cfg).eval().to(device)
+    with tempfile.TemporaryDirectory() as d:
+        ours.save_hf(d)
+        hf = transformers.LlamaForCausalLM.from_pretrained(d).eval().to(device)
+    print(f"generation: {config} ({cfg.num_params() / 1e6:.1f}M params, fp32), greedy, prompt {prompt_len} "
+          f"tokens, {new_tokens} new tokens, transformers {transformers.__version__}")
+    for batch in batches:
+        g = torch.Generator().manual_seed(batch)
+        prompts = torch.randint(3, cfg.vocab_size, (batch, prompt_len), generator=g)
+        n_new = batch * new_tokens
+        t_ours, got = best_time(lambda: generate(ours, prompts.tolist(), new_tokens, temperature=0), repeats)
+
+        def hf_generate():
+            with torch.inference_mode():
+                return hf.generate(prompts.to(device), max_new_tokens=new_tokens,
+                                   min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+
+        t_hf, ref = best_time(hf_generate, repeats)
+        same = ref[:, prompt_len:].tolist() == got
+        print(f"  batch {batch:3d}: ours {n_new / t_ours:9.1f} tok/s   transformers {n_new / t_hf:9.1f} tok/s   "
+              f"ratio {t_hf / t_ours:5.2f}x   same tokens: {same}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="small", help="named config (train.model.CONFIGS)")
@@ -56,34 +73,9 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
-
-    import transformers
-
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    cfg = get_config(args.config)
-    ours = Llama(cfg).eval().to(args.device)
-    with tempfile.TemporaryDirectory() as d:
-        ours.save_hf(d)
-        hf = transformers.LlamaForCausalLM.from_pretrained(d).eval().to(args.device)
     print(f"machine: {machine()}")
-    print(f"model: {args.config} ({cfg.num_params() / 1e6:.1f}M params, fp32), greedy, prompt {args.prompt_len} "
-          f"tokens, {args.new_tokens} new tokens, transformers {transformers.__version__}")
-    for batch in args.batch:
-        g = torch.Generator().manual_seed(batch)
-        prompts = torch.randint(3, cfg.vocab_size, (batch, args.prompt_len), generator=g)
-        n_new = batch * args.new_tokens
-        t_ours, got = best_time(lambda: generate(ours, prompts.tolist(), args.new_tokens, temperature=0), args.repeats)
-
-        def hf_generate():
-            with torch.inference_mode():
-                return hf.generate(prompts.to(args.device), max_new_tokens=args.new_tokens,
-                                   min_new_tokens=args.new_tokens, do_sample=False, pad_token_id=0)
-
-        t_hf, ref = best_time(hf_generate, args.repeats)
-        same = ref[:, args.prompt_len:].tolist() == got
-        print(f"batch {batch:3d}: ours {n_new / t_ours:9.1f} tok/s   transformers {n_new / t_hf:9.1f} tok/s   "
-              f"ratio {t_hf / t_ours:5.2f}x   same tokens: {same}")
+    compare_generation(args.config, args.batch, args.prompt_len, args.new_tokens, args.repeats, args.device)
 
 
 if __name__ == "__main__":

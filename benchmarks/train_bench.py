@@ -3,7 +3,8 @@
 Both train the same shape with the same AdamW (betas 0.9/0.95, eps 1e-5, weight decay 0.1 on
 matrices), the same token-weighted cross-entropy, clipping at 1.0, on the same random batches:
 fp32 on a CPU, bf16 autocast with float32 master weights on a GPU, SDPA attention in both.
-Prints training tokens per second for each, their ratio, and the machine.
+Prints training tokens per second for each, their ratio, and the machine; then generation
+tokens per second, our KV-cache generate against transformers' generate on the same weights.
 
 With CUDA it also measures MFU (model FLOPs per token from Llama.flops_per_token: 6N plus
 attention, against the GPU's dense bf16 peak) for a ~1B-parameter model at sequence length
@@ -17,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
-import platform
 import time
 
 import torch
@@ -27,21 +26,11 @@ from train.config import TrainConfig
 from train.distributed import World
 from train.model import Llama, get_config
 from train.trainer import build_optimizer, peak_flops, prepare_model, train_step
+from _common import machine
+from generate_bench import compare_generation
 
 # ~1.06B parameters: Llama 2's layout at dim 2048 (head_dim 128), 18 layers.
 ONE_B = {"dim": 2048, "n_layers": 18, "n_heads": 16, "vocab_size": 32000, "max_seq_len": 4096}
-
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown cpu"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return (f"{cpu}, {os.cpu_count()} cores visible, torch {torch.__version__} "
-            f"with {torch.get_num_threads()} threads{gpu}")
 
 
 def hf_model(cfg):
@@ -133,6 +122,8 @@ def main() -> None:
     if not args.skip_cpu:
         compare(f"CPU '{args.config}'", args.config, "cpu", args.batch, args.seq_len, args.steps, 2,
                 rounds=args.rounds)
+    if not args.skip_cpu:
+        compare_generation(args.config, batches=(1, 8), repeats=args.rounds)
     if torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
         compare("GPU ~1B bf16", ONE_B, "cuda", args.gpu_batch, 4096, args.gpu_steps, 3,
