@@ -27,7 +27,6 @@ import bz2
 import html
 import json
 import os
-import platform
 import random
 import re
 import shutil
@@ -35,6 +34,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _common import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CURATE_SHARED", ROOT.parent / "shared")) / "data"
@@ -311,8 +312,8 @@ if phase == "index":  # random signatures; 1% of rows are copies of shard 0 rows
     for s in range(n_shards):
         rows = min(shard_size, n - s * shard_size)
         sig = sources[:rows].copy() if s == 0 else rng.integers(0, 2**32, (rows, 128), dtype=np.uint32)
-        planted = rng.choice(rows, rows // 100, replace=False) if s else np.zeros(0, np.int64)
-        sig[planted] = sources[rng.integers(0, shard_size, len(planted))]
+        planted = rng.choice(rows, rows // 100, replace=False)
+        sig[planted] = sources[rng.integers(0, rows if s == 0 else shard_size, len(planted))]
         changed = rng.integers(0, 128, (len(planted), 8))
         sig[planted[:, None], changed] = rng.integers(0, 2**32, changed.shape, dtype=np.uint32)
         step._write_shard(work, f"{s:05d}", sig, np.ones(rows, bool), np.full(rows, 100), np.zeros(rows),
@@ -340,9 +341,8 @@ def scale(n: int, shard_size: int = 250_000) -> None:
     shutil.rmtree(work)
 
 
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    return f"{cpu}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}, {platform.python_version()}"
+def machine_and_load() -> str:
+    return f"{machine()}, load average {os.getloadavg()[0]:.2f}"
 
 
 def main() -> None:
@@ -354,7 +354,7 @@ def main() -> None:
     ap.add_argument("--scale", type=int, default=0, help="instead: reduce N synthetic signatures (RAM, time)")
     args = ap.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {machine()}")
+    print(f"machine: {machine_and_load()}")
     if args.scale:
         return scale(args.scale)
     corpus, truth = build_corpus(args.docs)
@@ -379,18 +379,19 @@ def main() -> None:
         rows[name] = {"docs_per_s": len(truth) / seconds, "seconds": seconds, "cpu_s": cpu, "peak_mib": peak / 2**20,
                       **score(kept, truth), "bands": how}
     print(f"\nbest of {args.repeat} run(s) per tool, {args.workers} workers")
-    print("| tool | docs/s | wall s | CPU s | docs per CPU s | peak MiB | precision | recall | F1 | removed | bands x rows |")
+    print("| tool | docs/s | wall s | CPU s | docs per CPU s | peak MiB | precision | recall | F1 | removed "
+          "| bands x rows |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for name, r in rows.items():
-        print(f"| {name} | {r['docs_per_s']:.0f} | {r['seconds']:.1f} | {r['cpu_s']:.1f} | {len(truth) / r['cpu_s']:.0f} | "
-              f"{r['peak_mib']:.0f} | {r['precision']:.4f} | {r['recall']:.4f} | {r['f1']:.4f} | {r['removed']} | "
-              f"{r['bands']} |")
+        print(f"| {name} | {r['docs_per_s']:.0f} | {r['seconds']:.1f} | {r['cpu_s']:.1f} | "
+              f"{len(truth) / r['cpu_s']:.0f} | {r['peak_mib']:.0f} | {r['precision']:.4f} | {r['recall']:.4f} | "
+              f"{r['f1']:.4f} | {r['removed']} | {r['bands']} |")
     for peer in ("datatrove", "text-dedup"):
         if peer in rows:
             print(f"curate / {peer}: throughput {rows['curate']['docs_per_s'] / rows[peer]['docs_per_s']:.1f}x, "
                   f"CPU time {rows[peer]['cpu_s'] / rows['curate']['cpu_s']:.1f}x less")
-    print(f"machine after: {machine()}")
-    (WORK / "results.json").write_text(json.dumps({"machine": machine(), "rows": rows}, indent=1))
+    print(f"machine after: {machine_and_load()}")
+    (WORK / "results.json").write_text(json.dumps({"machine": machine_and_load(), "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

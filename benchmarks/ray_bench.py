@@ -29,7 +29,6 @@ import shutil
 import tempfile
 import time
 import tracemalloc
-from contextlib import contextmanager
 from pathlib import Path
 
 from curate.pipeline.runner import run_pipeline
@@ -139,8 +138,6 @@ def main() -> None:
         t_init = time.perf_counter() - t0
         t_cold, s_cold = timed_run(config, tmp / "ray-cold", RayExecutor())
         t_warm, s_warm = timed_run(config, tmp / "ray-warm", RayExecutor())
-        with dedup_reduce_on_ray():
-            t_dist, s_dist = timed_run(config, tmp / "ray-dist", RayExecutor())
         rss_pipelines = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         reduce_cost(args.reduce_docs)
         ray_task_s = per_task_seconds(RayExecutor())
@@ -153,20 +150,19 @@ def main() -> None:
         local_ex.close()
         same = all(sorted((tmp / m / "data").glob("*.parquet")) and
                    [p.read_bytes() for p in sorted((tmp / m / "data").glob("*.parquet"))] ==
-                   [p.read_bytes() for p in sorted((tmp / "local/data").glob("*.parquet"))] for m in ("ray-cold", "ray-warm", "ray-dist"))
+                   [p.read_bytes() for p in sorted((tmp / "local/data").glob("*.parquet"))] for m in ("ray-cold", "ray-warm"))
 
         print(f"shards: {s_local['shards']}, kept {s_local['written']}, removed {s_local['removed']}; "
               f"Ray output files byte-identical to local: {same}")
         print(f"local executor, {args.workers} workers (best of 2): {n_docs / t_local:8.0f} docs/s  {n_bytes / 1e6 / t_local:6.2f} MB/s  ({t_local:.1f} s)")
         print(f"ray, cold workers                       : {n_docs / t_cold:8.0f} docs/s  {n_bytes / 1e6 / t_cold:6.2f} MB/s  ({t_cold:.1f} s)")
         print(f"ray, warm workers                       : {n_docs / t_warm:8.0f} docs/s  {n_bytes / 1e6 / t_warm:6.2f} MB/s  ({t_warm:.1f} s)")
-        print(f"ray, warm, dedup reduce on Ray : {n_docs / t_dist:8.0f} docs/s  {n_bytes / 1e6 / t_dist:6.2f} MB/s  ({t_dist:.1f} s)")
         print(f"ray.init (local cluster start): {t_init:.1f} s, not counted above")
         print(f"per empty task: local {local_task_s * 1e3:.1f} ms, ray {ray_task_s * 1e3:.1f} ms "
               f"(a {args.shard_mb:g} MB shard takes about {args.shard_mb / (n_bytes / 1e6 / t_local / args.workers):.1f} s)")
         print(f"ratio ray / local (throughput): cold {t_local / t_cold:.2f}, warm {t_local / t_warm:.2f}")
 
-        for step, dist in zip(s_local["steps"], s_dist["steps"]):
+        for step, dist in zip(s_local["steps"], s_warm["steps"]):  # with Ray, dedup clusters as Ray tasks
             if "global" in step:
                 g = step["global"]
                 idx = next((tmp / "local/_work").glob(f"step*-{step['step']}"))
@@ -181,21 +177,6 @@ def main() -> None:
         union_find_cost(args.uf_docs)
     finally:
         shutil.rmtree(tmp)
-
-
-@contextmanager
-def dedup_reduce_on_ray():
-    """Route the dedup steps' clustering through curate.dedup.ray_reduce (what
-    DedupStep.reduce does when given a Ray executor, once that hook is in)."""
-    import curate.dedup.base
-    from curate.dedup.ray_reduce import ray_cluster
-
-    saved = curate.dedup.base.cluster
-    curate.dedup.base.cluster = ray_cluster
-    try:
-        yield
-    finally:
-        curate.dedup.base.cluster = saved
 
 
 def reduce_cost(n_docs: int, n_shards: int = 8, seed: int = 0) -> None:

@@ -64,7 +64,8 @@ def test_shuffled_answers_come_out_worse_than_clean(tokenizer, tmp_path, torch_o
     eff = res["arms"]["shuffled"]["effect"]
     assert eff["lo"] > 0 and eff["verdict"] == "worse", eff  # higher held-out loss, interval above zero
     assert res["arms"]["clean"]["effect"] is None and res["baseline"] == "clean"
-    assert res["loss"]["seeds"] == 3 and res["loss"]["prompts"] == res["heldout"]["items"] >= 100
+    loss = res["loss"]  # held-out items whose answer no longer fits seq_len are dropped, and counted
+    assert loss["seeds"] == 3 and loss["prompts"] + loss["dropped_prompts"] == res["heldout"]["items"] and loss["prompts"] >= 100
     assert res["heldout"]["items"] + res["heldout"]["dropped_contaminated"] == 120  # decontaminated against the arms
     assert re.search(r"shuffled: .* worse", output)
     assert [t for t, _ in res["arms"]["clean"]["curve"]][-1] == np.mean(res["arms"]["clean"]["trained_tokens"]).round()

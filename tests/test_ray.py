@@ -95,7 +95,6 @@ def test_local_reference_removes_planted_copies(corpus, local_output):
 def test_ray_matches_local(ray_cluster, corpus, local_output, monkeypatch):
     """Filters and dedup on Ray, with the dedup clustering also on Ray (ray_cluster in
     place of the in-process reducer), give the local executor's output."""
-    import curate.dedup.base
     import curate.dedup.ray_reduce
 
     out = corpus["root"] / "ray"
@@ -106,10 +105,8 @@ def test_ray_matches_local(ray_cluster, corpus, local_output, monkeypatch):
         reduces.append(bands)
         return distributed(shards, bands, verify, partition_rows=200)
 
-    # RayExecutor.dedup_cluster calls ray_reduce.ray_cluster; until DedupStep.reduce takes
-    # that hook from the executor, route its in-process clustering there too.
+    # DedupStep.reduce clusters through RayExecutor.dedup_cluster, which calls ray_reduce.ray_cluster.
     monkeypatch.setattr(curate.dedup.ray_reduce, "ray_cluster", cluster_on_ray)
-    monkeypatch.setattr(curate.dedup.base, "cluster", cluster_on_ray)
 
     class Counting(RayExecutor):
         def map(self, fn, payloads, on_progress):

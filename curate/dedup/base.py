@@ -125,10 +125,12 @@ class DedupStep(GlobalStep):
             offset += n
         return shards, n_old
 
-    def reduce(self, workdir: Path, n_shards: int) -> dict[str, Any]:
+    def reduce(self, workdir: Path, n_shards: int, executor=None) -> dict[str, Any]:
         workdir = Path(workdir)
         shards, n_old = self._shards(workdir, n_shards)
-        uf, counts = cluster(shards, self.bands,
+        # A Ray executor clusters as tasks, one per (band, key range); same result as in-process.
+        cluster_fn = getattr(executor, "dedup_cluster", None) or cluster
+        uf, counts = cluster_fn(shards, self.bands,
                              lambda u, v: self.verify(gather_rows(shards, "sig", u), gather_rows(shards, "sig", v)))
         roots = uf.roots()
         size = np.bincount(roots, minlength=len(roots))
