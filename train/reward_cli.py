@@ -86,7 +86,7 @@ def rm_cmd(config):
 
     \b
     Example:
-      curate train rm examples/reward.yaml
+      curate train rm examples/train/rm.yaml
     """
     rm, result = train_from_config(config)
     acc = result.accuracy
@@ -109,7 +109,7 @@ def sample_cmd(config, select_only):
 
     \b
     Example:
-      curate sample examples/sample.yaml
+      curate sample examples/train/sample.yaml
     """
     from train.sample import load_sample_config, run_sampling
 
