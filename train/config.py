@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-import yaml
-
 from curate.errors import CurateError
+from curate.yamlconfig import read_yaml_mapping
 
 
 @dataclass
@@ -74,7 +73,7 @@ class SFTConfig:
         steps=200, lr=2e-5, warmup_steps=10, eval_every=50, ckpt_every=0))
 
 
-def _build(cls, data: Any, where: str):
+def build_config(cls, data: Any, where: str):
     if not isinstance(data, dict):
         raise CurateError(f"{where}: expected a mapping, got {type(data).__name__}")
     hints = get_type_hints(cls)
@@ -90,7 +89,7 @@ def _build(cls, data: Any, where: str):
     for name, value in data.items():
         kind = hints[name]
         if dataclasses.is_dataclass(kind):
-            value = _build(kind, value or {}, f"{where}.{name}")
+            value = build_config(kind, value or {}, f"{where}.{name}")
         else:
             value = _check(kind, value, f"{where}.{name}")
         kwargs[name] = value
@@ -110,27 +109,26 @@ def _check(kind, value, where: str):
     raise CurateError(f"{where}: expected {names}, got {value!r}")
 
 
+def read_config_source(source) -> tuple[dict, str]:
+    """A config mapping from a YAML path (read with ``yaml.safe_load``) or a dict, and a
+    name for it in error messages. Missing files and bad YAML are one-line CurateErrors."""
+    if not isinstance(source, (str, Path)):
+        return dict(source or {}), "config"
+    data = read_yaml_mapping(source)
+    return data, str(source)
+
+
 def load_config(source, cls):
     """A ``cls`` (PretrainConfig or SFTConfig) from a YAML path, a dict, or itself.
     A ``train:`` section overrides only the keys it names."""
     if isinstance(source, cls):
         return source
-    where = "config"
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise CurateError(f"no such config file: {path}")
-        try:
-            source = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise CurateError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-        where = str(path)
-    source = dict(source or {})
+    source, where = read_config_source(source)
     train = source.pop("train", None) or {}
-    cfg = _build(cls, source, where)
+    cfg = build_config(cls, source, where)
     base = dataclasses.asdict(cfg.train)
     unknown = sorted(set(train) - set(base)) if isinstance(train, dict) else []
     if unknown:
         raise CurateError(f"{where}.train: unknown key {unknown[0]!r} (allowed: {', '.join(base)})")
-    cfg.train = _build(TrainConfig, {**base, **train}, f"{where}.train")
+    cfg.train = build_config(TrainConfig, {**base, **train}, f"{where}.train")
     return cfg

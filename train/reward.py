@@ -402,9 +402,9 @@ def train_reward_model(pairs, tokenizer, model="tiny", val_pairs=None, *, val_fr
     optimizer = build_optimizer(net, tc)
     state = LoopState()
     if run_dir is not None and resume:
-        from train.run import _resume
+        from train.run import resume_state
 
-        state = _resume(run_dir, True, net, optimizer, data)
+        state = resume_state(run_dir, True, net, optimizer, data)
     state = train_loop(net, optimizer, data, tc, world, state=state, run_dir=run_dir,
                        val_batches=(lambda: val) if val else None, loss_fn=pair_loss_sum, quiet=quiet)
     result = RewardResult(state.step, state.losses, state.val_losses,

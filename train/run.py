@@ -48,7 +48,9 @@ def _device(cfg: TrainConfig) -> str | None:
     return None if cfg.device == "auto" else cfg.device
 
 
-def _resume(run_dir, resume: bool, model, optimizer, data) -> LoopState:
+def resume_state(run_dir, resume: bool, model, optimizer, data) -> LoopState:
+    """Load the newest checkpoint under ``run_dir`` into model, optimizer and data position
+    (when ``resume``), and return the loop state to continue from; a fresh state otherwise."""
     ckpt = latest_checkpoint(run_dir) if run_dir and resume else None
     if ckpt is None:
         return LoopState()
@@ -93,7 +95,7 @@ def pretrain(cfg, stop_after: int | None = None, quiet: bool = False) -> RunResu
     flops = model.flops_per_token(tc.seq_len)
     net = prepare_model(model, tc, world)
     optimizer = build_optimizer(net, tc)
-    state = _resume(run_dir, cfg.resume, net, optimizer, data)
+    state = resume_state(run_dir, cfg.resume, net, optimizer, data)
     state = train_loop(net, optimizer, data, tc, world, state=state, run_dir=run_dir,
                        val_batches=(lambda: data.val_batches(tc.eval_batches)) if len(data.val) else None,
                        flops_per_token=flops,
@@ -161,7 +163,7 @@ def sft(cfg=None, *, model: Llama | None = None, tokenizer=None, examples=None, 
     torch.manual_seed(seed)
     net = prepare_model(model, tc, world)
     optimizer = build_optimizer(net, tc)
-    state = _resume(run_dir, resume, net, optimizer, data)
+    state = resume_state(run_dir, resume, net, optimizer, data)
     state = train_loop(net, optimizer, data, tc, world, state=state, run_dir=run_dir,
                        val_batches=(lambda: val[: tc.eval_batches]) if val else None,
                        flops_per_token=model.flops_per_token(tc.seq_len), stop_after=stop_after,

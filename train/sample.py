@@ -65,23 +65,12 @@ class SampleConfig:
 
 def load_sample_config(source) -> SampleConfig:
     """A SampleConfig from a YAML path or a dict; unknown keys are one-line errors."""
-    import yaml
-
-    from train.config import _build
+    from train.config import build_config, read_config_source
 
     if isinstance(source, SampleConfig):
         return source
-    where = "config"
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise CurateError(f"no such config file: {path}")
-        try:
-            source = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise CurateError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-        where = str(path)
-    cfg = _build(SampleConfig, dict(source or {}), where)
+    data, where = read_config_source(source)
+    cfg = build_config(SampleConfig, data, where)
     if cfg.k < 1 or cfg.keep < 1 or cfg.keep > cfg.k * max(1, len(policy_specs(cfg))):
         raise CurateError(f"{where}: need k >= 1 and 1 <= keep <= k * policies")
     return cfg

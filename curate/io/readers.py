@@ -95,44 +95,52 @@ def _too_long(shard: Shard, raw: bytes | str, line: int) -> Reject | None:
     return None
 
 
-def _jsonl_records(shard: Shard):
-    try:
-        for line, raw in iter_lines(shard):
-            if not raw.strip():
-                continue  # blank lines separate nothing in JSONL; they are not records
-            if (rej := _too_long(shard, raw, line)) is not None:
-                yield line, rej
-                continue
-            try:
-                obj = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as e:
-                yield line, Reject(shard.source, line, f"invalid UTF-8 at byte {e.start}", _preview(raw))
-                continue
-            except json.JSONDecodeError as e:
-                yield line, Reject(shard.source, line, f"malformed JSON: {e.msg} at column {e.colno}", _preview(raw))
-                continue
-            doc = record_to_doc(obj, shard, line)
-            yield line, doc if isinstance(doc, Document) else Reject(shard.source, line, doc, _preview(raw))
-    except TruncatedInput as e:
-        yield e.line, Reject(shard.source, e.line, f"truncated or corrupt compressed input: {e}", "")
+def _truncated(shard: Shard, line: int, error: Exception) -> Reject:
+    return Reject(shard.source, line, f"truncated or corrupt compressed input: {error}", "")
 
 
-def _text_records(shard: Shard):
-    if shard.spec.text_mode == "file":
-        with open_binary(shard.path) as f:
-            try:
-                raw = f.read()
-            except (EOFError, OSError) as e:
-                yield 1, Reject(shard.source, 1, f"truncated or corrupt compressed input: {e}", "")
-                return
-        yield 1, _text_doc(shard, raw, 1)
-        return
+def _line_records(shard: Shard, parse):
+    """``parse(shard, raw, line)`` on each non-blank line (blank lines separate records,
+    they are not records); a damaged compressed stream ends with one Reject."""
     try:
         for line, raw in iter_lines(shard):
             if raw.strip():
-                yield line, _text_doc(shard, raw, line)
+                yield line, parse(shard, raw, line)
     except TruncatedInput as e:
-        yield e.line, Reject(shard.source, e.line, f"truncated or corrupt compressed input: {e}", "")
+        yield e.line, _truncated(shard, e.line, e)
+
+
+def _read_whole(shard: Shard) -> bytes | Reject:
+    with open_binary(shard.path) as f:
+        try:
+            return f.read()
+        except (EOFError, OSError) as e:
+            return _truncated(shard, 1, e)
+
+
+def _jsonl_doc(shard: Shard, raw: bytes, line: int) -> Document | Reject:
+    if (rej := _too_long(shard, raw, line)) is not None:
+        return rej
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        return Reject(shard.source, line, f"invalid UTF-8 at byte {e.start}", _preview(raw))
+    except json.JSONDecodeError as e:
+        return Reject(shard.source, line, f"malformed JSON: {e.msg} at column {e.colno}", _preview(raw))
+    doc = record_to_doc(obj, shard, line)
+    return doc if isinstance(doc, Document) else Reject(shard.source, line, doc, _preview(raw))
+
+
+def _jsonl_records(shard: Shard):
+    return _line_records(shard, _jsonl_doc)
+
+
+def _text_records(shard: Shard):
+    if shard.spec.text_mode == "line":
+        yield from _line_records(shard, _text_doc)
+        return
+    raw = _read_whole(shard)
+    yield 1, raw if isinstance(raw, Reject) else _text_doc(shard, raw, 1)
 
 
 def _text_doc(shard: Shard, raw: bytes, line: int) -> Document | Reject:
@@ -154,12 +162,10 @@ def _json_array_records(shard: Shard):
     """A JSON array of objects (Alpaca-style files). Elements are decoded one at a
     time, so a truncated array keeps every complete element before the damage.
     ``line`` is the line on which each element starts."""
-    with open_binary(shard.path) as f:
-        try:
-            data = f.read()
-        except (EOFError, OSError) as e:
-            yield 1, Reject(shard.source, 1, f"truncated or corrupt compressed input: {e}", "")
-            return
+    data = _read_whole(shard)
+    if isinstance(data, Reject):
+        yield 1, data
+        return
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -211,7 +217,7 @@ def _csv_records(shard: Shard):
                 yield reader.line_num, Reject(shard.source, reader.line_num, f"malformed CSV: {e}", "")
                 continue
             except (EOFError, OSError) as e:
-                yield line + 1, Reject(shard.source, line + 1, f"truncated or corrupt compressed input: {e}", "")
+                yield line + 1, _truncated(shard, line + 1, e)
                 return
             line = reader.line_num
             values = [v for v in row.values() if isinstance(v, str)]

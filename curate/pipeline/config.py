@@ -23,11 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from curate.errors import CurateError
 from curate.io.sources import InputSpec
 from curate.pipeline.step import GlobalStep, Step, build_step
+from curate.yamlconfig import read_yaml_mapping
 
 TOP_KEYS = {"inputs", "steps", "output", "batch_size"}
 OUTPUT_KEYS = {"dir", "format", "max_shard_bytes"}
@@ -59,15 +58,7 @@ def load_config(source: str | Path | dict, out_dir: str | Path | None = None) ->
     if isinstance(source, dict):
         raw = json.loads(json.dumps(source, default=str))
     else:
-        path = Path(source)
-        if not path.is_file():
-            raise CurateError(f"config not found: {source}")
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" (line {mark.line + 1})" if mark else ""
-            raise CurateError(f"invalid YAML in {source}{where}: {getattr(e, 'problem', e)}") from None
+        raw = read_yaml_mapping(source)
     if not isinstance(raw, dict):
         raise CurateError("config must be a mapping with 'inputs', 'steps' and 'output'")
     unknown = set(raw) - TOP_KEYS
