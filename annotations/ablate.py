@@ -292,10 +292,11 @@ def run_ablation(cfg: AblateConfig, out: str | Path | None = None, quiet: bool =
     if cfg.kind == "sft":
         heldout, dropped = decontaminate(heldout, arms)
         heldout = sample(heldout, cfg.heldout_size, cfg.seed)
-        results, plan = _run_sft(cfg, arms, base, tok, heldout, out, quiet)
+        results, plan, harness = _run_sft(cfg, arms, base, tok, heldout, out, quiet)
+        unscorable = getattr(harness, "heldout_unscorable", 0)  # no answer token fits seq_len
     else:
         texts = {" ".join(h["text"].split()) for h in heldout}
-        dropped = 0
+        dropped = unscorable = 0
         for name in arms:  # exact held-out texts never train
             before = len(arms[name])
             arms[name] = [it for it in arms[name] if " ".join(it["text"].split()) not in texts]
@@ -304,7 +305,8 @@ def run_ablation(cfg: AblateConfig, out: str | Path | None = None, quiet: bool =
 
         results, plan = run_pretrain_arms(cfg, arms, base, tok, heldout, out, quiet)
     result = summarize(cfg, results, info)
-    result.update(plan=plan, heldout={"items": len(heldout), "dropped_contaminated": dropped,
+    result.update(plan=plan, heldout={"items": len(heldout) - unscorable, "dropped_contaminated": dropped,
+                                      "dropped_unscorable": unscorable,
                                       "source": cfg.heldout or f"{cfg.heldout_size} held out of {cfg.source}"},
                   config=asdict(cfg), config_hash=fingerprint(asdict(cfg)))
     write_report(result, out, kind="data")
@@ -329,7 +331,7 @@ def _run_sft(cfg, arms, base, tok, heldout, out, quiet):
             per_step = r["trained_tokens"] / max(1, r["steps"])
             r["val_curve"] = [[round(s * per_step), v] for s, v in r["val_curve"]]
             r["budget_tokens"] = harness.plan["budgets"].get("main")
-    return results, {k: v for k, v in harness.plan.items() if not k.startswith("_")}
+    return results, {k: v for k, v in harness.plan.items() if not k.startswith("_")}, harness
 
 
 def summarize(cfg: AblateConfig, results: dict, info: dict) -> dict:

@@ -124,9 +124,9 @@ def write_report(result: dict, out: str | Path, kind: str = "data") -> None:
                                       round(s["decode_tokens_per_s"]), s["cache_bytes"]] for s in inf["speed"]]))
                 parts.append(_table([f"context (budget {inf['memory_gib']} GiB)", "max batch (estimate)", "max batch (measured)"],
                                     [[m["context"], m["estimated"], m["measured"]] for m in inf["max_batch"]]))
-    if "loss" in result:
+    if "loss" in result:  # arms outside the comparison (the noise-floor halves) have no row
         parts.insert(0, _table(["arm", "held-out loss [95% CI]", f"vs {result['baseline']} [95% CI]", "verdict"],
-                               effect_rows(result, names)))
+                               effect_rows(result, [n for n in names if n in result["loss"]["arms"]])))
     figs = _figures(result, out, curves, kind)
     parts += [f'<img src="{html.escape(f)}" alt="{html.escape(f)}">' for f in figs]
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"

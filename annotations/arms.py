@@ -276,8 +276,10 @@ class Harness:
         score = [x is not None for x in right]
         losses = [heldout_losses(model, tok, [x for x in enc if x is not None], s.template, s.max_len)
                   for enc in (right, mismatched)]
-        fill = [iter(v) for v in losses]
-        out = {key: [next(it) if ok else float("nan") for ok in score] for key, it in zip(("right", "mismatched"), fill)}
+        out = {}
+        for key, values in zip(("right", "mismatched"), losses):
+            it = iter(values)
+            out[key] = [next(it) if ok else float("nan") for ok in score]
         out["heldout"] = heldout_losses(model, tok, self.heldout, s.template, s.max_len)  # as the arms are scored
         return out
 

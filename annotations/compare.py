@@ -122,7 +122,9 @@ def decontaminate(heldout: list[dict], vendors: dict[str, list[dict]], ngram: in
 
     prompts = [_user_text(ex) for ex in heldout]
     train = [_user_text(ex) for exs in vendors.values() for ex in exs]
-    hit = scan(train, prompts, method="ngram", ngram=ngram).fractions > 0 if train and prompts else np.zeros(len(prompts), bool)
+    hit = np.zeros(len(prompts), dtype=bool)
+    if train and prompts:
+        hit |= scan(train, prompts, method="ngram", ngram=ngram).fractions > 0
     seen = {normalize_words(t) for t in train}
     hit |= np.array([normalize_words(p) in seen for p in prompts], dtype=bool)
     return [ex for ex, h in zip(heldout, hit) if not h], int(hit.sum())
@@ -320,7 +322,8 @@ def run_config(cfg: CompareConfig, out: str | Path | None = None, quiet: bool = 
     empty = [n for n, exs in vendors.items() if not exs]
     if empty:
         raise CurateError(f"vendor {empty[0]!r} has no SFT conversations to train on")
-    profile = profile_vendors(datas, lid_model=cfg.lid_model)
+    sp_model = cfg.tokenizer if cfg.tokenizer.endswith(".model") else None  # token lengths need SentencePiece
+    profile = profile_vendors(datas, lid_model=cfg.lid_model, tokenizer=sp_model)
     tokenizer = Tokenizer.from_file(cfg.tokenizer)
     base = load_model(cfg.base)
     device = cfg.train.get("device", "auto")

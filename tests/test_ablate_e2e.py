@@ -64,11 +64,11 @@ def test_shuffled_answers_come_out_worse_than_clean(tokenizer, tmp_path, torch_o
     eff = res["arms"]["shuffled"]["effect"]
     assert eff["lo"] > 0 and eff["verdict"] == "worse", eff  # higher held-out loss, interval above zero
     assert res["arms"]["clean"]["effect"] is None and res["baseline"] == "clean"
-    loss = res["loss"]  # held-out items whose answer no longer fits seq_len are dropped, and counted
-    assert loss["seeds"] == 3 and loss["prompts"] + loss["dropped_prompts"] == res["heldout"]["items"] and loss["prompts"] >= 100
-    assert res["heldout"]["items"] + res["heldout"]["dropped_contaminated"] == 120  # decontaminated against the arms
+    held = res["heldout"]  # decontaminated against the arms; items whose answer cannot fit seq_len are counted
+    assert res["loss"]["seeds"] == 3 and res["loss"]["prompts"] == held["items"] >= 100
+    assert held["items"] + held["dropped_contaminated"] + held["dropped_unscorable"] == 120
     assert re.search(r"shuffled: .* worse", output)
-    assert [t for t, _ in res["arms"]["clean"]["curve"]][-1] == np.mean(res["arms"]["clean"]["trained_tokens"]).round()
+    assert res["arms"]["clean"]["curve"][-1][0] == res["arms"]["clean"]["trained_tokens"][0]  # x: seed 0 tokens
     assert res["arms"]["clean"]["usable"] > 700
     for f in ("ablate.html", "loss_curve.png", "effects.png"):
         assert (tmp_path / "out" / f).is_file()

@@ -21,15 +21,6 @@ from train.sft import to_messages
 SETTINGS = dict(budget="examples", steps=30, train={"lr": 2e-3, "batch_size": 8, "seq_len": 128, "warmup_steps": 3})
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models train several times faster on one thread when the 2 cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def tiny_base(shared, tmp_path_factory):
     """A ~0.2M-parameter Llama with a 1024-piece BPE, pretrained for 150 steps on the shared web,
@@ -61,7 +52,7 @@ def alpaca(shared):
 
 
 @pytest.mark.slow
-def test_clean_vendor_beats_degraded_copies_and_halves_tie(tiny_base, alpaca, tmp_path, one_thread):
+def test_clean_vendor_beats_degraded_copies_and_halves_tie(tiny_base, alpaca, tmp_path, torch_one_thread):
     base, tok, _ = tiny_base
     clean = alpaca[:160]
     vendors = {"clean": clean, "noisy30": C.replace_words(clean, 0.3, seed=1),
@@ -111,7 +102,7 @@ def test_clean_vendor_beats_degraded_copies_and_halves_tie(tiny_base, alpaca, tm
 
 
 @pytest.mark.slow
-def test_conditioning_check_flags_a_model_that_ignores_the_prompt(tiny_base, alpaca, tmp_path, one_thread):
+def test_conditioning_check_flags_a_model_that_ignores_the_prompt(tiny_base, alpaca, tmp_path, torch_one_thread):
     from train.model import Llama
 
     base, tok, base_dir = tiny_base
@@ -208,7 +199,7 @@ class _NoModel:
 
 
 @pytest.mark.slow
-def test_cli_runs_a_config_with_a_reward_model(tiny_base, alpaca, shared, tmp_path, one_thread):
+def test_cli_runs_a_config_with_a_reward_model(tiny_base, alpaca, shared, tmp_path, torch_one_thread):
     """`curate vendors compare CONFIG` end to end: vendor files, profile, a reward model trained on
     preference data that is no vendor's, reward scores and win rates, report, manifest."""
     import yaml

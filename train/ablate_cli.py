@@ -30,10 +30,14 @@ def data_cmd(config, out, quiet):
     result = run_ablation(cfg, out, quiet=quiet)
     for name, arm in result["arms"].items():
         a, eff = result["loss"]["arms"].get(name), arm["effect"]
+        if a is None:  # a noise-floor half
+            continue
         line = f"{name}: held-out loss {a['mean']:.4f} [{a['lo']:.4f}, {a['hi']:.4f}]"
         if eff:
             line += f"; vs {result['baseline']} {eff['diff']:+.4f} [{eff['lo']:+.4f}, {eff['hi']:+.4f}] {eff['verdict']}"
         click.echo(line)
+    if "noise_floor" in result:
+        click.echo(f"noise floor (two random halves of {cfg.noise_floor}): {result['noise_floor']['floor']:.4f}")
     click.echo(f"wrote {Path(out or cfg.out or 'out/ablate') / 'ablate.html'}")
 
 
