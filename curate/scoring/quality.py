@@ -77,8 +77,17 @@ def train_classifier(positive: list[str], negative: list[str], out: str | Path, 
         train_path = f.name
     try:
         fasttext.FastText.eprint = lambda *a, **k: None
-        model = fasttext.train_supervised(input=train_path, epoch=epoch, lr=lr, wordNgrams=word_ngrams, dim=dim,
-                                          minCount=min_count, bucket=bucket, thread=1, seed=seed, verbose=0)
+        for _ in range(4):  # fastText's SGD can diverge on long documents at a high rate: halve it and retrain
+            try:
+                model = fasttext.train_supervised(input=train_path, epoch=epoch, lr=lr, wordNgrams=word_ngrams, dim=dim,
+                                                  minCount=min_count, bucket=bucket, thread=1, seed=seed, verbose=0)
+                break
+            except RuntimeError as e:
+                if "NaN" not in str(e):
+                    raise
+                lr /= 2
+        else:
+            raise CurateError("fastText training diverged (NaN) even at a quarter of the learning rate; lower --lr")
     finally:
         Path(train_path).unlink(missing_ok=True)
     out = Path(out)
