@@ -38,7 +38,9 @@ def run_demo(out: Path, workers: int | None = None, quiet: bool = False) -> dict
     timings = {}
     t0 = time.perf_counter()
     raw = yaml.safe_load(config.read_text())
+    # The example config's paths are relative to the repository root; the demo runs from anywhere.
     raw["inputs"] = [{**i, "path": str(EXAMPLES.parent / i["path"])} for i in raw["inputs"]]
+    raw["steps"] = [{**s, "model_path": str(EXAMPLES.parent / s["model_path"])} if "model_path" in s else s for s in raw["steps"]]
     stats = run_pipeline(raw, out=out / "curated", workers=workers, quiet=quiet)
     timings["curate"] = time.perf_counter() - t0
 

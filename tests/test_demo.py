@@ -13,6 +13,7 @@ def test_demo_end_to_end_small(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "PRETRAIN", {**demo.PRETRAIN, "steps": 15, "batch_size": 4, "seq_len": 64})
     monkeypatch.setattr(demo, "VENDOR_SIZE", 24)
     monkeypatch.setattr(demo, "HELDOUT_SIZE", 16)
+    monkeypatch.chdir(tmp_path)  # the demo must not depend on the working directory
     summary = demo.run_demo(tmp_path / "demo", workers=1, quiet=True)
     curated = summary["curated"]
     assert curated["balanced"] and curated["read"] == 630 and 0 < curated["written"] < 630
