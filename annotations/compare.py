@@ -74,15 +74,10 @@ class CompareConfig:
 
 def load_config(path) -> CompareConfig:
     """A CompareConfig from YAML (``yaml.safe_load``); relative paths resolve against the file."""
-    import yaml
+    from curate.yamlconfig import read_yaml_mapping
 
     path = Path(path)
-    if not path.is_file():
-        raise CurateError(f"compare config not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise CurateError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    raw = read_yaml_mapping(path)
     return config_from_dict(raw, path.parent)
 
 

@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from annotations.formats import FORMATS, detect_format, read_file
 from annotations.records import Record, Reject
 from curate.errors import CurateError
+from curate.yamlconfig import read_yaml_mapping
 
 
 @dataclass
@@ -57,12 +56,7 @@ class VendorData:
 def load_config(path: str | Path) -> list[Vendor]:
     """Parse a vendors YAML file; file paths become absolute (relative to the YAML)."""
     path = Path(path)
-    if not path.is_file():
-        raise CurateError(f"vendor config not found: {path}")
-    try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise CurateError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    config = read_yaml_mapping(path)
     entries = config.get("vendors") if isinstance(config, dict) else None
     if not isinstance(entries, list) or not entries:
         raise CurateError(f"{path}: needs a non-empty 'vendors:' list")
