@@ -172,3 +172,23 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, args, needle):
     assert r.returncode == 2, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_every_command_has_help_with_an_example():
+    import click
+
+    from curate.cli import cli
+
+    def leaves(cmd, path):
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                yield from leaves(sub, [*path, name])
+        else:
+            yield " ".join(path), cmd
+
+    commands = dict(leaves(cli, ["curate"]))
+    assert {"curate run", "curate demo", "curate dedup", "curate filter", "curate train pretrain",
+            "curate vendors compare", "curate sample", "curate ablate data"} <= set(commands)
+    for path, cmd in commands.items():
+        with click.Context(cmd, info_name=path) as ctx:
+            assert "Example" in cmd.get_help(ctx), f"{path} --help has no example"

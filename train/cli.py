@@ -51,7 +51,15 @@ def train_group():
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--resume/--no-resume", default=None, help="Continue from the run's latest checkpoint (config default: yes).")
 def pretrain_cmd(config, resume):
-    """Pretrain on token shards as described by CONFIG (YAML). Works under torchrun."""
+    """Pretrain on token shards as described by CONFIG (YAML). Works under torchrun.
+
+    Rerunning resumes from the run's latest checkpoint and continues exactly.
+
+    \b
+    Example:
+      curate train pretrain examples/train/pretrain.yaml
+      torchrun --nproc_per_node 8 $(which curate) train pretrain examples/train/pretrain.yaml
+    """
     from dataclasses import replace
 
     from train.config import PretrainConfig, load_config
@@ -67,7 +75,13 @@ def pretrain_cmd(config, resume):
 @train_group.command("sft")
 @click.argument("config", type=click.Path(dir_okay=False))
 def sft_cmd(config):
-    """Supervised fine-tuning as described by CONFIG (YAML)."""
+    """Supervised fine-tuning as described by CONFIG (YAML): prompt tokens masked, answers
+    followed by EOS, examples packed without attending to each other.
+
+    \b
+    Example:
+      curate train sft examples/train/sft.yaml
+    """
     from train.run import sft
 
     _, result = sft(config, quiet=False)
@@ -80,7 +94,12 @@ def sft_cmd(config):
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--tokenizer", type=click.Path(), help="Copy this tokenizer.model / tokenizer.json beside the weights.")
 def export_hf_cmd(ckpt, out, tokenizer):
-    """Write checkpoint CKPT as a Hugging Face LlamaForCausalLM directory OUT."""
+    """Write checkpoint CKPT as a Hugging Face LlamaForCausalLM directory OUT.
+
+    \b
+    Example:
+      curate train export-hf runs/pretrain-small/checkpoints/step_00002000 out/hf --tokenizer runs/tok/tokenizer.model
+    """
     import shutil
 
     from train.run import load_model
@@ -100,7 +119,12 @@ def export_hf_cmd(ckpt, out, tokenizer):
 @click.option("--seed", default=0, show_default=True)
 def tokenizer_cmd(inputs, out, vocab_size, text_column, seed):
     """Train a Llama-2-style BPE tokenizer (byte fallback, split digits) on INPUTS
-    (curated .parquet shards, .jsonl or .txt)."""
+    (curated .parquet shards, .jsonl or .txt).
+
+    \b
+    Example:
+      curate train tokenizer out/web/data/*.parquet --out runs/tok/tokenizer.model --vocab-size 8000
+    """
     from train.tokenizer import train_bpe
 
     try:
@@ -119,7 +143,13 @@ def tokenizer_cmd(inputs, out, vocab_size, text_column, seed):
 @click.option("--top-p", default=0.95, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 def generate_cmd(ckpt, prompts, tokenizer, max_new_tokens, temperature, top_p, seed):
-    """Sample continuations of each --prompt from checkpoint CKPT."""
+    """Sample continuations of each --prompt from checkpoint CKPT (ours or a Hugging Face
+    Llama directory), batched with a KV cache.
+
+    \b
+    Example:
+      curate generate out/hf --prompt "The capital of France is" --max-new-tokens 32
+    """
     import torch
 
     from train.generate import generate
@@ -151,7 +181,13 @@ def shards_group():
 @click.option("--dtype", type=click.Choice(["uint16", "uint32"]), help="Default: uint16 if the vocabulary fits.")
 @click.option("--text-column", default="text", show_default=True)
 def tokenize_cmd(inputs, tokenizer, out, dtype, text_column):
-    """Tokenize curated Parquet shards INPUTS into packed token shards in OUT."""
+    """Tokenize curated Parquet shards INPUTS into packed token shards in OUT
+    (uint16/uint32 memory-mapped files with an index; EOS between documents).
+
+    \b
+    Example:
+      curate shards tokenize out/web/data/*.parquet --tokenizer runs/tok/tokenizer.model --out runs/shards
+    """
     from train.data import tokenize_shards
 
     index = tokenize_shards(inputs, _load_tokenizer(tokenizer), out, dtype=dtype, text_column=text_column)

@@ -173,7 +173,12 @@ def models_fetch_cmd(name):
 
 @models_group.command("list")
 def models_list_cmd():
-    """Show the models curate knows, where they are cached, and whether they are there."""
+    """Show the models curate knows, where they are cached, and whether they are there.
+
+    \b
+    Example:
+      curate models list
+    """
     from curate.scoring.models import MODELS, model_path
 
     for name, (_, url, what) in MODELS.items():
