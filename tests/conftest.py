@@ -25,3 +25,14 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def curate_exe() -> str:
+    """The `curate` console script of the Python running the tests (not whatever PATH finds first)."""
+    import sys
+
+    exe = Path(sys.executable).with_name("curate")
+    if not exe.is_file():
+        pytest.skip(f"curate console script not installed beside {sys.executable}")
+    return str(exe)

@@ -2,7 +2,6 @@
 DDP with two CPU processes against one process, configs and the CLI."""
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -123,7 +122,7 @@ def test_exact_resume(shards):
     assert torch.equal(model.output.weight, a["output.weight"])
 
 
-def test_killed_run_resumes_exactly(shards):
+def test_killed_run_resumes_exactly(shards, curate_exe):
     """SIGKILL a CLI run just after a checkpoint; resuming reproduces the uninterrupted curve."""
     import signal
     import time
@@ -132,7 +131,7 @@ def test_killed_run_resumes_exactly(shards):
 
     cfg = run_cfg(shards, "killed", steps=120, ckpt_every=5, eval_every=60)
     (shards / "killed.yaml").write_text(yaml.safe_dump(cfg))
-    curate = shutil.which("curate") or pytest.skip("curate console script not installed")
+    curate = curate_exe
     proc = subprocess.Popen([curate, "train", "pretrain", str(shards / "killed.yaml")], env={
         **os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
@@ -152,14 +151,14 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_ddp_two_cpu_processes_equal_one(shards):
+def test_ddp_two_cpu_processes_equal_one(shards, curate_exe):
     import yaml
 
     single = pretrain(run_cfg(shards, "single", steps=4, batch_size=4, grad_accum=2, eval_every=2, log_every=1),
                       quiet=True)
     cfg = run_cfg(shards, "ddp", steps=4, batch_size=2, grad_accum=2, eval_every=2, log_every=1)
     (shards / "ddp.yaml").write_text(yaml.safe_dump(cfg))
-    curate = shutil.which("curate") or pytest.skip("curate console script not installed")
+    curate = curate_exe
     port = str(_free_port())
     procs = []
     for rank in range(2):
@@ -212,13 +211,13 @@ def test_config_errors_and_cli(shards, tmp_path):
 
 
 @pytest.mark.slow
-def test_fsdp2_two_cpu_processes_equal_one(shards):
+def test_fsdp2_two_cpu_processes_equal_one(shards, curate_exe):
     import yaml
 
     single = pretrain(run_cfg(shards, "single_f", steps=3, batch_size=4, eval_every=0), quiet=True)
     cfg = run_cfg(shards, "fsdp", steps=3, batch_size=2, eval_every=0, distributed="fsdp")
     (shards / "fsdp.yaml").write_text(yaml.safe_dump(cfg))
-    curate = shutil.which("curate") or pytest.skip("curate console script not installed")
+    curate = curate_exe
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
            str(_free_port()), curate, "train", "pretrain", str(shards / "fsdp.yaml")]
     r = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,18 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def _fit(train_path: str, params: dict, out: str) -> str | None:
+    """Train and save a supervised fastText model (runs in a child process); the error text or None."""
+    import fasttext
+
+    fasttext.FastText.eprint = lambda *a, **k: None
+    try:
+        fasttext.train_supervised(input=train_path, **params).save_model(out)
+    except (RuntimeError, ValueError) as e:
+        return str(e)
+    return None
+
+
 def train_classifier(positive: list[str], negative: list[str], out: str | Path, *, test_fraction: float = 0.2,
                      seed: int = 0, epoch: int = 25, lr: float = 0.5, word_ngrams: int = 2, dim: int = 64,
                      min_count: int = 2, bucket: int = 1_000_000) -> dict[str, Any]:
@@ -75,24 +89,31 @@ def train_classifier(positive: list[str], negative: list[str], out: str | Path, 
     with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8", delete=False) as f:
         f.writelines(f"{label} {text}\n" for label, text in train)
         train_path = f.name
-    try:
-        fasttext.FastText.eprint = lambda *a, **k: None
-        for _ in range(4):  # fastText's SGD can diverge on long documents at a high rate: halve it and retrain
-            try:
-                model = fasttext.train_supervised(input=train_path, epoch=epoch, lr=lr, wordNgrams=word_ngrams, dim=dim,
-                                                  minCount=min_count, bucket=bucket, thread=1, seed=seed, verbose=0)
-                break
-            except RuntimeError as e:
-                if "NaN" not in str(e):
-                    raise
-                lr /= 2
-        else:
-            raise CurateError("fastText training diverged (NaN) even at a quarter of the learning rate; lower --lr")
-    finally:
-        Path(train_path).unlink(missing_ok=True)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    model.save_model(str(out))
+    tmp_out = out.with_name(f".tmp-{os.getpid()}-{out.name}")  # renamed into place when complete
+    params = {"epoch": epoch, "lr": lr, "wordNgrams": word_ngrams, "dim": dim, "minCount": min_count,
+              "bucket": bucket, "thread": 1, "seed": seed, "verbose": 0}
+    try:
+        # A fresh process per fit: fastText's trainer came out NaN in long-lived test processes that
+        # fit fine alone (state left by other native code), and a child also frees its memory.
+        ctx = multiprocessing.get_context("spawn")
+        for _ in range(4):  # fastText's SGD can diverge at a high rate: halve it and retrain
+            with ctx.Pool(1) as pool:
+                error = pool.apply(_fit, (train_path, params, str(tmp_out)))
+            if error is None:
+                break
+            if "NaN" not in error:
+                raise CurateError(f"fastText training failed: {error}")
+            params["lr"] /= 2
+        else:
+            raise CurateError("fastText training diverged (NaN) even at an eighth of the learning rate; lower --lr")
+        os.replace(tmp_out, out)
+    finally:
+        Path(train_path).unlink(missing_ok=True)
+        tmp_out.unlink(missing_ok=True)
+    lr = params["lr"]
+    model = fasttext.load_model(str(out))
     scores = hq_probability(model, [t for _, t in test])
     labels = np.array([label == POSITIVE for label, _ in test])
     figures = {
