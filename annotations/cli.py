@@ -25,9 +25,11 @@ def vendors_group():
               help="SentencePiece .model for token lengths.")
 @click.option("--reward-model", type=click.Path(file_okay=False, path_type=Path),
               help="A train/reward.py model directory: adds reward score distributions.")
+@click.option("--quality-model", type=click.Path(dir_okay=False, path_type=Path),
+              help="A fastText quality classifier (curate classifier train): adds P(hq) distributions of answers.")
 @click.option("--threshold", default=0.8, show_default=True, help="Near-duplicate Jaccard threshold.")
 @click.option("--seed", default=1, show_default=True, help="MinHash seed.")
-def profile_command(config, out, lid_model, tokenizer, reward_model, threshold, seed):
+def profile_command(config, out, lid_model, tokenizer, reward_model, quality_model, threshold, seed):
     """Read every vendor in CONFIG, run the checks, and write the profile.
 
     \b
@@ -35,19 +37,23 @@ def profile_command(config, out, lid_model, tokenizer, reward_model, threshold, 
       curate vendors profile examples/vendors/vendors.yaml --out out/vendors
     """
     # Imported here: datasketch and matplotlib take seconds, and every `curate` command loads this module.
-    from annotations.profile import profile_vendors, reward_model_scorer
+    from annotations.profile import profile_vendors, quality_model_scorer, reward_model_scorer
     from annotations.report import render_html
     from annotations.vendors import load_config, read_vendor
 
-    for option, path in (("--lid-model", lid_model), ("--tokenizer", tokenizer)):
+    for option, path in (("--lid-model", lid_model), ("--tokenizer", tokenizer), ("--quality-model", quality_model)):
         if path is not None and not path.is_file():
             raise CurateError(f"{option}: file not found: {path}")
     if reward_model is not None and not reward_model.is_dir():
         raise CurateError(f"--reward-model: directory not found: {reward_model}")
     datas = [read_vendor(v) for v in load_config(config)]
-    scorers = {"reward": reward_model_scorer(reward_model)} if reward_model else None
+    scorers = {}
+    if reward_model:
+        scorers["reward"] = reward_model_scorer(reward_model)
+    if quality_model:
+        scorers["quality"] = quality_model_scorer(quality_model)
     profile = profile_vendors(datas, lid_model=lid_model, tokenizer=tokenizer, threshold=threshold, seed=seed,
-                              scorers=scorers)
+                              scorers=scorers or None)
     out.mkdir(parents=True, exist_ok=True)
     (out / "vendors.json").write_text(json.dumps(profile, indent=1, ensure_ascii=False), encoding="utf-8")
     (out / "vendors.html").write_text(render_html(profile, f"Vendor profile: {config.name}"), encoding="utf-8")

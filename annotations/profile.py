@@ -140,6 +140,16 @@ def reward_model_scorer(path: str | Path) -> Scorer:
     return lambda prompts, answers: score(model, tokenizer, prompts, answers)
 
 
+def quality_model_scorer(path: str | Path) -> Scorer:
+    """A :data:`Scorer` from a fastText quality classifier (``curate classifier train``):
+    P(high quality) of each answer's text, 0 to 1; the prompt is not used."""
+    from curate.scoring.models import load_fasttext
+    from curate.scoring.quality import hq_probability, normalize
+
+    model = load_fasttext(path)
+    return lambda prompts, answers: hq_probability(model, [normalize(a) for a in answers])
+
+
 def _profile_one(data: VendorData, checker: Checker, sp, samples: int) -> dict[str, Any]:
     records, rejects = data.records, data.rejects
     failures = [checker.run(r) for r in records]

@@ -144,7 +144,7 @@ def _overlap(profile: dict) -> str:
 def _scores(profile: dict) -> str:
     head = "<h2>Score distributions</h2>"
     if not profile.get("scores"):
-        return head + '<p class="note">No scorer given (curate vendors profile --reward-model DIR adds reward-model scores).</p>'
+        return head + '<p class="note">No scorer given (curate vendors profile --reward-model DIR adds reward-model scores, --quality-model FILE quality-classifier scores).</p>'
     parts = [head]
     for name, s in profile["scores"].items():
         fig, ax = plt.subplots(figsize=(6, 3))

@@ -235,3 +235,25 @@ def test_odd_records_do_not_crash_the_profile(tmp_path):
     assert v["check_failures"]["role_order"]["count"] == 4 and v["check_failures"]["bad_json"]["count"] == 1
     assert profile["scores"]["words"]["vendors"]["odd"]["n"] == 4
     assert "<section id=\"worst\">" in render_html(profile)
+
+
+def test_quality_classifier_scores_per_vendor(shared, vendor_config, tmp_path):
+    """`--quality-model`: each vendor's answer P(hq) distribution, equal to scoring the answers directly."""
+    from curate.scoring.models import load_fasttext
+    from curate.scoring.quality import hq_probability, normalize, train_classifier
+
+    wiki = [l for l in (shared / "data/pretrain/wiki_demo.txt").read_text().splitlines() if l.strip()]
+    c4 = [json.loads(l)["text"] for l in (shared / "data/pretrain/c4_demo.jsonl").read_text().splitlines()]
+    model_path = tmp_path / "q.bin"
+    train_classifier(wiki, c4[:60], model_path, bucket=20_000, epoch=5)
+    res = CliRunner().invoke(cli, ["vendors", "profile", str(vendor_config), "--out", str(tmp_path / "out"),
+                                   "--quality-model", str(model_path)])
+    assert res.exit_code == 0, res.output
+    scores = json.loads((tmp_path / "out/vendors.json").read_text())["scores"]["quality"]
+    model = load_fasttext(model_path)
+    for data in (read_vendor(v) for v in load_config(vendor_config)):
+        taught = [r.chosen if r.kind == "preference" else (r.answers() or [""])[-1] for r in data.records]
+        expected = hq_probability(model, [normalize(a) for a in taught])
+        got = scores["vendors"][data.vendor.name]
+        assert got["n"] == len(expected) and got["mean"] == round(float(expected.mean()), 4)
+        assert 0.0 <= got["p10"] <= got["p90"] <= 1.0
