@@ -51,6 +51,9 @@ def init(device: str | None = None) -> World:
 
 def shutdown(world: World) -> None:
     if world.distributed and dist.is_initialized():
+        # Leave together: a rank that tears down gloo while its peer is still talking to it can
+        # abort the peer at exit ("terminate called without an active exception").
+        dist.barrier()
         dist.destroy_process_group()
 
 
