@@ -38,7 +38,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ from annotations import stats
 from annotations.arms import Arm, Harness, Settings, fingerprint, metric, safe_name
 from annotations.compare import decontaminate, replace_words, sample, shuffle_answers, truncate_answers
 from curate.errors import CurateError
+from curate.yamlconfig import check_keys, read_yaml_mapping
 
 ARM_KEYS = {"name", "data", "pipeline", "top", "random", "size", "degrade"}
 
@@ -104,23 +105,12 @@ class AblateConfig:
 
 def load_config(path) -> AblateConfig:
     """An AblateConfig from YAML (``yaml.safe_load``); relative paths resolve against the file."""
-    from curate.yamlconfig import read_yaml_mapping
-
     path = Path(path)
-    raw = read_yaml_mapping(path)
-    return config_from_dict(raw, path.parent)
+    return config_from_dict(read_yaml_mapping(path), path.parent)
 
 
 def config_from_dict(raw, base_dir: Path = Path(".")) -> AblateConfig:
-    if not isinstance(raw, dict):
-        raise CurateError("ablation config: expected a mapping")
-    names = {f.name for f in fields(AblateConfig)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        raise CurateError(f"ablation config: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(names))})")
-    for key in ("source", "tokenizer", "arms"):
-        if not raw.get(key):
-            raise CurateError(f"ablation config: missing required key {key!r}")
+    check_keys(raw, AblateConfig, ("source", "tokenizer", "arms"), "ablation config")
     raw = copy.deepcopy(raw)
     resolve = lambda p: str((Path(base_dir) / p).resolve())  # noqa: E731
     for key in ("source", "tokenizer", "base", "heldout", "out"):

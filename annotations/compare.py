@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import platform
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ import numpy as np
 from annotations import stats
 from annotations.arms import Arm, Harness, Settings, fingerprint, metric
 from curate.errors import CurateError
+from curate.yamlconfig import check_keys, read_yaml_mapping
 
 
 @dataclass
@@ -74,23 +75,12 @@ class CompareConfig:
 
 def load_config(path) -> CompareConfig:
     """A CompareConfig from YAML (``yaml.safe_load``); relative paths resolve against the file."""
-    from curate.yamlconfig import read_yaml_mapping
-
     path = Path(path)
-    raw = read_yaml_mapping(path)
-    return config_from_dict(raw, path.parent)
+    return config_from_dict(read_yaml_mapping(path), path.parent)
 
 
 def config_from_dict(raw, base_dir: Path = Path(".")) -> CompareConfig:
-    if not isinstance(raw, dict):
-        raise CurateError("compare config: expected a mapping")
-    names = {f.name for f in fields(CompareConfig)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        raise CurateError(f"compare config: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(names))})")
-    missing = [k for k in ("vendors", "base", "tokenizer", "heldout") if not raw.get(k)]
-    if missing:
-        raise CurateError(f"compare config: missing required key {missing[0]!r}")
+    check_keys(raw, CompareConfig, ("vendors", "base", "tokenizer", "heldout"), "compare config")
     raw = dict(raw)
     for key in ("vendors", "base", "tokenizer", "heldout", "reward_model", "reward_data", "lid_model", "out"):
         if raw.get(key):

@@ -26,3 +26,19 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CurateError(f"{path}: a config must be a mapping of keys to values")
     return data
+
+
+def check_keys(raw: Any, cls, required: tuple[str, ...], what: str) -> None:
+    """One-line CurateErrors for a config mapping meant for dataclass ``cls``: not a
+    mapping, a key ``cls`` has no field for, or a missing ``required`` key."""
+    from dataclasses import fields
+
+    if not isinstance(raw, dict):
+        raise CurateError(f"{what}: expected a mapping")
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise CurateError(f"{what}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(names))})")
+    missing = [k for k in required if not raw.get(k)]
+    if missing:
+        raise CurateError(f"{what}: missing required key {missing[0]!r}")
