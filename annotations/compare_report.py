@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from annotations.report import STYLE, _png, _summary, _table  # noqa: E402
+from annotations.report import STYLE, _png, _summary, _table, heatmap  # noqa: E402
 
 
 def _ci(v: dict, digits: int = 4) -> str:
@@ -75,14 +75,7 @@ def _pairs(result: dict) -> str:
 
 def _matrix(block: dict, title: str, what: str) -> str:
     names, m = block["arms"], np.array(block["matrix"])
-    fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2.5, 0.9 * len(names) + 1.5))
-    image = ax.imshow(m, vmin=0, vmax=1, cmap="RdYlGn")
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-    ax.set_yticks(range(len(names)), names)
-    for a in range(len(names)):
-        for b in range(len(names)):
-            ax.text(b, a, f"{m[a, b]:.0%}", ha="center", va="center", fontsize=9)
-    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig = heatmap(m, names, "RdYlGn")
     rows = [[a, *[f"{m[i, j]:.1%} [{block['lo'][i][j]:.0%}, {block['hi'][i][j]:.0%}]" for j in range(len(names))]]
             for i, a in enumerate(names)]
     return f"<h3>{escape(title)}</h3><p>{escape(what)}</p>" + _png(fig) + _table(["vendor", *names], rows)

@@ -122,18 +122,26 @@ def _checks(profile: dict) -> str:
             + _table(["check", "severity", *vendors, "what it finds"], rows, style))
 
 
-def _overlap(profile: dict) -> str:
-    names, matrix = profile["overlap"]["vendors"], np.array(profile["overlap"]["matrix"])
+def heatmap(matrix: np.ndarray, names: list[str], cmap: str, xlabel: str | None = None):
+    """A labelled square heatmap of shares (0-1), each cell printed as a percentage."""
     fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2.5, 0.9 * len(names) + 1.5))
-    image = ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis")
+    image = ax.imshow(matrix, vmin=0, vmax=1, cmap=cmap)
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set_yticks(range(len(names)), names)
+    dark_low = cmap == "viridis"  # viridis is dark at 0: white text there
     for a in range(len(names)):
         for b in range(len(names)):
-            ax.text(b, a, f"{matrix[a, b]:.0%}", ha="center", va="center",
-                    color="white" if matrix[a, b] < 0.6 else "black", fontsize=9)
-    ax.set_xlabel("has a near-duplicate prompt in")
+            color = "white" if dark_low and matrix[a, b] < 0.6 else "black"
+            ax.text(b, a, f"{matrix[a, b]:.0%}", ha="center", va="center", color=color, fontsize=9)
+    if xlabel:
+        ax.set_xlabel(xlabel)
     fig.colorbar(image, ax=ax, fraction=0.046)
+    return fig
+
+
+def _overlap(profile: dict) -> str:
+    names, matrix = profile["overlap"]["vendors"], np.array(profile["overlap"]["matrix"])
+    fig = heatmap(matrix, names, "viridis", xlabel="has a near-duplicate prompt in")
     t = profile["settings"]["threshold"]
     rows = [[a, *[f"{x:.1%}" for x in matrix[i]]] for i, a in enumerate(names)]
     return (f"<h2>Prompt overlap between vendors</h2><p>Share of the row vendor's records whose prompt has a "
