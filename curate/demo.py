@@ -34,7 +34,7 @@ def run_demo(out: Path, workers: int | None = None, quiet: bool = False) -> dict
         raise CurateError(f"bundled examples not found at {EXAMPLES}; run the demo from a source checkout")
     import yaml
 
-    out = Path(out)
+    out = Path(out).resolve()  # compare.yaml names the base model; its paths resolve against the yaml
     timings = {}
     t0 = time.perf_counter()
     raw = yaml.safe_load(config.read_text())

@@ -1,5 +1,6 @@
 """The demo runs end to end on the bundled sample (scaled down: tiny model, few steps)."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +15,7 @@ def test_demo_end_to_end_small(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "VENDOR_SIZE", 24)
     monkeypatch.setattr(demo, "HELDOUT_SIZE", 16)
     monkeypatch.chdir(tmp_path)  # the demo must not depend on the working directory
-    summary = demo.run_demo(tmp_path / "demo", workers=1, quiet=True)
+    summary = demo.run_demo(Path("demo"), workers=1, quiet=True)  # relative, as `make demo` passes it
     curated = summary["curated"]
     assert curated["balanced"] and curated["read"] == 630 and 0 < curated["written"] < 630
     assert sorted(r["vendor"] for r in summary["ranking"]) == ["acme", "bolt", "cobalt"]
