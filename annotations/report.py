@@ -7,10 +7,7 @@ Sections (``<section id=...>``): summary, lengths, checks, overlap, scores, wors
 """
 from __future__ import annotations
 
-import base64
-import io
 from html import escape
-from typing import Any
 
 import matplotlib
 
@@ -19,42 +16,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from annotations.profile import LENGTH_EDGES  # noqa: E402
-
-STYLE = """
-body { font: 14px/1.45 system-ui, sans-serif; margin: 24px; color: #222; max-width: 1150px; }
-table { border-collapse: collapse; margin: 8px 0 16px; font-size: 13px; }
-th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; }
-th:first-child, td:first-child, td.text { text-align: left; }
-pre { white-space: pre-wrap; background: #f6f6f6; padding: 6px; max-height: 16em; overflow: auto; }
-.error { color: #a00; } .warning { color: #a60; } .note { color: #666; }
-"""
-
-
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return escape(str(value))
-
-
-def _table(header: list[str], rows: list[list[Any]], cell_style=None) -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in header)
-    body = []
-    for row in rows:
-        cells = []
-        for k, v in enumerate(row):
-            style = cell_style(k, v) if cell_style else ""
-            cells.append(f"<td{style}>{_fmt(v)}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+from curate.report.html import STYLE, page  # noqa: E402,F401  (STYLE: compare_report imports it from here)
+from curate.report.html import png as _png  # noqa: E402
+from curate.report.html import table as _table  # noqa: E402
 
 
 def _summary(profile: dict) -> str:
@@ -189,6 +153,4 @@ def render_html(profile: dict, title: str = "Vendor profile") -> str:
     """The whole report as one HTML string."""
     sections = [("summary", _summary), ("lengths", _lengths), ("checks", _checks),
                 ("overlap", _overlap), ("scores", _scores), ("worst", _worst)]
-    body = "".join(f'<section id="{sid}">{make(profile)}</section>' for sid, make in sections)
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
-            f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1>{body}</body></html>")
+    return page(title, [(sid, make(profile)) for sid, make in sections])

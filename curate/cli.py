@@ -18,6 +18,7 @@ CLI_MODULES = [
     "curate.pipeline.cli",
     "curate.dedup.cli",
     "curate.filters.cli",
+    "curate.report.cli",
     "train.cli",
     "train.reward_cli",
     "train.ablate_cli",

@@ -55,6 +55,11 @@ class Removed:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def text_bytes(docs: list[Document]) -> int:
+    """Total UTF-8 bytes of the documents' text."""
+    return sum(len(d.text.encode("utf-8", "surrogatepass")) for d in docs)
+
+
 def to_table(docs: list[Document]) -> pa.Table:
     return pa.Table.from_pydict(
         {

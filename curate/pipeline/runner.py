@@ -32,7 +32,8 @@ from curate.io.writers import ShardWriter, file_sha256, remove_stale_tmp, remove
 from curate.pipeline.config import PipelineConfig, load_config, segments
 from curate.pipeline.executor import Executor, make_executor, report_progress
 from curate.pipeline.progress import Progress
-from curate.record import Document, from_table, to_table
+from curate.record import Document, from_table, text_bytes, to_table
+from curate.report.run_report import write_run_report
 
 _STEPS_CACHE: dict[str, list] = {}  # per worker process: config fingerprint -> set-up steps
 
@@ -60,9 +61,11 @@ class _StepFigures:
         self.removed: Counter[str] = Counter()
         self.counters: Counter[str] = Counter()
         self.seconds = 0.0
+        self.bytes_in = 0  # UTF-8 bytes of text, for the report's funnel
+        self.bytes_kept = 0
 
     def to_dict(self):
-        return {"in": self.seen, "kept": self.kept, "removed": sum(self.removed.values()),
+        return {"in": self.seen, "kept": self.kept, "bytes_in": self.bytes_in, "bytes_kept": self.bytes_kept, "removed": sum(self.removed.values()),
                 "removed_by_rule": dict(self.removed), "counters": dict(self.counters), "seconds": round(self.seconds, 4)}
 
 
@@ -110,6 +113,7 @@ def run_task(task: dict) -> dict:
         kept, removed = g.apply(docs, shard.index, _step_workdir(out, prev_barrier, g.name))
         f = figures.setdefault(prev_barrier, _StepFigures())
         f.seen, f.kept, f.seconds = len(docs), len(kept), time.perf_counter() - t0
+        f.bytes_in, f.bytes_kept = text_bytes(docs), text_bytes(kept)
         f.removed.update(rule_of(r.reason) for r in removed)
         removed_all.extend(removed)
         for i in range(0, len(kept), cfg.batch_size):
@@ -119,13 +123,16 @@ def run_task(task: dict) -> dict:
     survivors: list[Document] = []
     try:
         for docs in batches():
-            n_in = len(docs)
+            n_in, n_bytes = len(docs), text_bytes(docs) if step_ids else 0
             for i in step_ids:
                 t0 = time.perf_counter()
                 figures[i].seen += len(docs)
                 docs, removed = steps[i].process(docs)
                 figures[i].seconds += time.perf_counter() - t0
                 figures[i].kept += len(docs)
+                figures[i].bytes_in += n_bytes
+                n_bytes = text_bytes(docs)
+                figures[i].bytes_kept += n_bytes
                 figures[i].removed.update(rule_of(r.reason) for r in removed)
                 removed_all.extend(removed)
             if writer is not None:
@@ -214,6 +221,7 @@ def run_pipeline(config: str | Path | dict, out: str | Path | None = None, worke
     write_json(out / "manifest.json", _manifest(cfg, shards, results, len(segs) - 1))
     for stage in range(len(segs) - 1):
         shutil.rmtree(_work(out) / f"stage{stage}", ignore_errors=True)
+    write_run_report(out)
     return stats
 
 
@@ -233,7 +241,8 @@ def _reduce(out: Path, step, index: int, n_shards: int, quiet: bool, ex: Executo
 
 
 def _aggregate(cfg, steps, shards, results, reduce_stats, seconds) -> dict:
-    per_step = {i: {"step": s.name, "in": 0, "kept": 0, "removed": 0, "removed_by_rule": Counter(), "counters": Counter(), "seconds": 0.0}
+    per_step = {i: {"step": s.name, "in": 0, "kept": 0, "removed": 0, "removed_by_rule": Counter(), "counters": Counter(), "seconds": 0.0,
+                    "bytes_in": 0, "bytes_kept": 0}
                 for i, s in enumerate(steps)}
     read = rejected = written = 0
     final_stage = len(segments(steps)) - 1
@@ -245,8 +254,8 @@ def _aggregate(cfg, steps, shards, results, reduce_stats, seconds) -> dict:
             written += r["written"]
         for i, f in r["steps"].items():
             agg = per_step[int(i)]
-            for k in ("in", "kept", "removed", "seconds"):
-                agg[k] += f[k]
+            for k in ("in", "kept", "removed", "seconds", "bytes_in", "bytes_kept"):
+                agg[k] += f.get(k, 0)
             agg["removed_by_rule"].update(f["removed_by_rule"])
             agg["counters"].update(f["counters"])
     for i, figures in reduce_stats.items():
