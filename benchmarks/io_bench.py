@@ -1,5 +1,11 @@
-"""JSONL -> Parquet throughput: `curate run` with no steps against plain
-pyarrow (`pyarrow.json.read_json` + `pq.write_table`) on the same file, one run.
+"""JSONL -> Parquet throughput: `curate run` against plain pyarrow
+(`pyarrow.json.read_json` + `pq.write_table`) on the same file, one run:
+
+- with no steps (the fast reader hands Arrow tables straight to the writer);
+- with the four heuristic filters (gopher_quality, gopher_repetition, c4_quality,
+  fineweb_quality), counting only input and output: the run's wall time less the
+  filters' own seconds (stats.json, summed over workers, divided by the workers);
+- with no steps and the fast reader off (line-by-line JSON), for reference.
 
     python benchmarks/io_bench.py [--mb 200] [--workers 2]
 
@@ -46,17 +52,26 @@ def main():
         pq.write_table(table, tmp / "pyarrow.parquet", compression="zstd")
         t_pa = time.perf_counter() - t0
 
-        t0 = time.perf_counter()
-        stats = run_pipeline({"inputs": [{"path": str(src), "shard_bytes": 32_000_000}], "steps": [], "output": {"dir": str(tmp / "curate")}},
-                             workers=args.workers, quiet=True)
-        t_cu = time.perf_counter() - t0
-        assert stats["written"] == table.num_rows
+        def curate(name, steps, fast=True):
+            t0 = time.perf_counter()
+            stats = run_pipeline({"inputs": [{"path": str(src), "shard_bytes": 32_000_000, "fast_jsonl": fast}], "steps": steps,
+                                  "output": {"dir": str(tmp / name)}}, workers=args.workers, quiet=True)
+            assert stats["read"] == table.num_rows and stats["balanced"]
+            return time.perf_counter() - t0, sum(s["seconds"] for s in stats["steps"])
+
+        t_cu, _ = curate("none", [])
+        filters = [{"step": s} for s in ("gopher_quality", "gopher_repetition", "c4_quality", "fineweb_quality")]
+        t_f, step_s = curate("filters", filters)
+        t_io = t_f - step_s / args.workers
+        t_slow, _ = curate("slow", [], fast=False)
 
         print(f"machine: {machine()}")
         print(f"input: {mb:.0f} MB, {table.num_rows} documents")
         print(f"pyarrow read_json + write_table : {mb / t_pa:7.1f} MB/s  ({t_pa:.1f} s, 1 process, Arrow's own threads)")
-        print(f"curate run (no steps, {args.workers} workers): {mb / t_cu:7.1f} MB/s  ({t_cu:.1f} s)")
-        print(f"ratio curate / pyarrow: {t_pa / t_cu:.2f}")
+        print(f"curate run, no steps, {args.workers} workers: {mb / t_cu:7.1f} MB/s  ({t_cu:.1f} s)   ratio to pyarrow {t_pa / t_cu:.2f}")
+        print(f"curate run, 4 heuristic filters: {t_f:.1f} s, filters {step_s:.1f} s over {args.workers} workers, "
+              f"input+output {t_io:.1f} s = {mb / t_io:.1f} MB/s   ratio to pyarrow {t_pa / t_io:.2f}")
+        print(f"curate run, no steps, fast reader off: {mb / t_slow:7.1f} MB/s  ({t_slow:.1f} s)   ratio to pyarrow {t_pa / t_slow:.2f}")
     finally:
         shutil.rmtree(tmp)
 

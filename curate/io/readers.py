@@ -13,9 +13,10 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator
 
+from curate.io.fast_jsonl import jsonl_batches
 from curate.io.mediawiki import iter_pages
 from curate.io.sources import Shard, TruncatedInput, iter_lines, open_binary
-from curate.record import Document
+from curate.record import Document, to_table
 
 RAW_PREVIEW_BYTES = 200
 
@@ -70,8 +71,17 @@ class _Batcher:
         return out
 
 
-def read_shard(shard: Shard, batch_size: int = 1000) -> Iterator[tuple[list[Document], list[Reject]]]:
-    """Yield (documents, rejects) batches for one shard, in input order."""
+def read_shard(shard: Shard, batch_size: int = 1000, as_table: bool = False) -> Iterator[tuple[list[Document], list[Reject]]]:
+    """Yield (documents, rejects) batches for one shard, in input order; with ``as_table`` the
+    documents come as a ``pa.Table`` in :data:`curate.record.SCHEMA`."""
+    if shard.format == "jsonl" and shard.spec.fast_jsonl:
+        yield from jsonl_batches(shard, batch_size, _jsonl_doc, _truncated, as_table)
+        return
+    for docs, rejects in _read_records(shard, batch_size):
+        yield (to_table(docs) if as_table else docs), rejects
+
+
+def _read_records(shard: Shard, batch_size: int):
     records = {
         "jsonl": _jsonl_records, "json": _json_array_records, "text": _text_records,
         "csv": _csv_records, "parquet": _parquet_records, "hf": _hf_records, "mediawiki": _mediawiki_records,

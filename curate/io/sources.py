@@ -22,7 +22,7 @@ from curate.errors import CurateError
 FORMATS = ("jsonl", "json", "parquet", "csv", "text", "hf", "mediawiki")
 INPUT_KEYS = {
     "path", "format", "text_field", "id_field", "text_mode", "max_record_bytes",
-    "shard_bytes", "namespaces", "keep_markup", "split", "encoding_errors",
+    "shard_bytes", "namespaces", "keep_markup", "split", "encoding_errors", "fast_jsonl",
 }
 DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024
 DEFAULT_SHARD_BYTES = 128 * 1024 * 1024
@@ -40,6 +40,8 @@ class InputSpec:
     shard_bytes: uncompressed JSONL/text files larger than this are split (default 128 MiB).
     namespaces / keep_markup: MediaWiki dumps only (default: articles, markup stripped).
     split: for ``hf`` inputs loaded from data files, the split to read (default ``train``).
+    fast_jsonl: parse clean JSONL blocks with pyarrow, line by line only where a block fails
+    (default true; the output is the same either way).
     """
 
     path: str
@@ -52,6 +54,7 @@ class InputSpec:
     namespaces: list[int] = field(default_factory=lambda: [0])
     keep_markup: bool = False
     split: str = "train"
+    fast_jsonl: bool = True
 
     @classmethod
     def parse(cls, raw) -> "InputSpec":

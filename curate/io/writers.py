@@ -10,12 +10,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate.record import SCHEMA, Document, Removed, to_table
 
 TMP_PREFIX = ".tmp-"
+# Row groups of data files: cut by these alone, whatever batches the rows arrive in, so that
+# the same rows give the same bytes (the fast JSONL path and the line-by-line one agree).
+ROW_GROUP_ROWS = 65536
+ROW_GROUP_BYTES = 64 << 20  # of text
 REMOVED_SCHEMA = SCHEMA.append(pa.field("step", pa.string())).append(pa.field("reason", pa.string())).append(pa.field("extra", pa.string()))
 
 
@@ -72,6 +78,8 @@ class ShardWriter:
         self._pending: list[tuple[Path, Path]] = []
         self._writer = None
         self._bytes = 0
+        self._group: list[pa.Table] = []
+        self._group_rows = self._group_bytes = 0
 
     def _open(self):
         final = self.folder / f"{self.prefix}-{len(self.paths):03d}.{self.fmt}"
@@ -84,6 +92,9 @@ class ShardWriter:
 
     def write(self, docs: list[Document]) -> None:
         """Append documents, starting a new file whenever the current one is full."""
+        if self.fmt == "parquet":
+            self.write_table(to_table(docs))
+            return
         start = 0
         while start < len(docs):
             if self._writer is None or self._bytes >= self.max_bytes:
@@ -97,15 +108,42 @@ class ShardWriter:
             start = end
 
     def _write_rows(self, docs: list[Document]) -> None:
-        if self.fmt == "parquet":
-            self._writer.write_table(to_table(docs))
-        else:
-            for d in docs:
-                self._writer.write(json.dumps({"id": d.id, "text": d.text, "source": d.source, "meta": d.meta}, ensure_ascii=False) + "\n")
+        for d in docs:
+            row = {"id": d.id, "text": d.text, "source": d.source, "meta": d.meta}
+            self._writer.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
         self.rows_per_file[-1] += len(docs)
+
+    def write_table(self, table: pa.Table) -> None:
+        """Append a table in :data:`curate.record.SCHEMA` (Parquet output). A file ends once about
+        ``max_bytes`` of text went in, a row group at ROW_GROUP_ROWS rows or ROW_GROUP_BYTES of text."""
+        lengths = pc.binary_length(table["text"]).to_numpy(zero_copy_only=False)
+        pos = 0
+        while pos < len(lengths):
+            if self._writer is None:
+                self._open()
+            room = min(ROW_GROUP_BYTES - self._group_bytes, self.max_bytes - self._bytes)
+            csum = np.cumsum(lengths[pos : pos + ROW_GROUP_ROWS - self._group_rows])
+            n = min(int(np.searchsorted(csum, room)) + 1, len(csum))  # the row that fills it goes in
+            self._group.append(table.slice(pos, n))
+            self._group_rows += n
+            self._group_bytes += int(csum[n - 1])
+            self._bytes += int(csum[n - 1])
+            self.rows_per_file[-1] += n
+            if self._group_rows >= ROW_GROUP_ROWS or self._group_bytes >= ROW_GROUP_BYTES or self._bytes >= self.max_bytes:
+                self._flush_group()
+            if self._bytes >= self.max_bytes:
+                self._finish_current()
+            pos += n
+
+    def _flush_group(self):
+        if self._group:
+            self._writer.write_table(pa.concat_tables(self._group).combine_chunks(), row_group_size=ROW_GROUP_ROWS)
+        self._group, self._group_rows, self._group_bytes = [], 0, 0
 
     def _finish_current(self):
         if self._writer is not None:
+            if self.fmt == "parquet":
+                self._flush_group()
             self._writer.close()
             self._writer = None
 

@@ -33,7 +33,6 @@ from curate.pipeline.config import PipelineConfig, load_config, segments
 from curate.pipeline.executor import Executor, make_executor, report_progress
 from curate.pipeline.progress import Progress
 from curate.record import Document, from_table, text_bytes, to_table
-from curate.report.run_report import write_run_report
 
 _STEPS_CACHE: dict[str, list] = {}  # per worker process: config fingerprint -> set-up steps
 
@@ -96,11 +95,13 @@ def run_task(task: dict) -> dict:
         steps[i].counters.clear()
     removed_all, rejects = [], []
     read = 0
+    # Nothing to run on this segment's documents: Arrow tables go from the reader to the writer.
+    arrow = stage == 0 and not step_ids and barrier is None and cfg.out_format == "parquet"
 
     def batches():
         nonlocal read
         if stage == 0:
-            for docs, rej in read_shard(shard, cfg.batch_size):
+            for docs, rej in read_shard(shard, cfg.batch_size, as_table=arrow):
                 read += len(docs) + len(rej)
                 rejects.extend(rej)
                 yield docs
@@ -135,7 +136,9 @@ def run_task(task: dict) -> dict:
                 figures[i].bytes_kept += n_bytes
                 figures[i].removed.update(rule_of(r.reason) for r in removed)
                 removed_all.extend(removed)
-            if writer is not None:
+            if arrow:
+                writer.write_table(docs)
+            elif writer is not None:
                 writer.write(docs)
             else:
                 survivors.extend(docs)
@@ -221,6 +224,9 @@ def run_pipeline(config: str | Path | dict, out: str | Path | None = None, worke
     write_json(out / "manifest.json", _manifest(cfg, shards, results, len(segs) - 1))
     for stage in range(len(segs) - 1):
         shutil.rmtree(_work(out) / f"stage{stage}", ignore_errors=True)
+    # Imported here: workers import this module too, and never draw (pyplot costs them a second each).
+    from curate.report.run_report import write_run_report
+
     write_run_report(out)
     return stats
 

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import base64
 import io
+import sys
 from html import escape
 from typing import Any, Callable
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 24px; color: #222; max-width: 1150px; }
@@ -28,11 +26,21 @@ pre { white-space: pre-wrap; background: #f6f6f6; padding: 6px; max-height: 16em
 """
 
 
+def subplots(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (7, 3)):
+    """(figure, axes) like ``plt.subplots``, without pyplot (whose import costs a second) or its
+    figure registry; ``axes`` is one Axes, or an array of them when there are several."""
+    fig = Figure(figsize=figsize)
+    axes = fig.subplots(nrows, ncols)
+    return fig, axes
+
+
 def png(fig) -> str:
-    """Close ``fig`` and return it as an ``<img>`` with an inline PNG (90 dpi)."""
+    """Return ``fig`` as an ``<img>`` with an inline PNG (90 dpi), and close it."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
+    pyplot = sys.modules.get("matplotlib.pyplot")  # figures made with pyplot live on in its registry until closed
+    if pyplot is not None:
+        pyplot.close(fig)
     return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 

@@ -11,13 +11,12 @@ import json
 from html import escape
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 from curate.errors import CurateError
 from curate.io.writers import atomic_path
 from curate.report import collect
-from curate.report.html import page, png, table
+from curate.report.html import page, png, subplots, table
 
 DEDUP_STEPS = {"exact_dedup", "minhash_dedup"}
 
@@ -34,7 +33,7 @@ def _funnel(stats: dict) -> str:
     rows = [["read (records)", stats["read"], None, None, None, None],
             ["rejected (unreadable)", parsed, stats["rejected"], None, None, None]]
     rows += [[s["step"], s["in"], s["removed"], s["kept"], _mb(s.get("bytes_in", 0)), _mb(s.get("bytes_kept", 0))] for s in steps]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 0.35 * len(labels) + 1.2))
+    fig, axes = subplots(1, 2, figsize=(11, 0.35 * len(labels) + 1.2))
     axes[0].barh(labels, docs, color="#4a7bb7")
     axes[0].set_xlabel("documents remaining")
     if steps and steps[0].get("bytes_in"):
@@ -57,7 +56,7 @@ def _rules(stats: dict, rules: dict, params: dict) -> str:
             rows.append([s["step"], rule, n, f"{n / max(s['in'], 1):.1%}", thresholds, json.dumps(params.get(s["step"], {}))])
     if not rows:
         return "<h2>Removals by rule</h2><p class=\"note\">No step removed anything.</p>"
-    fig, ax = plt.subplots(figsize=(9, 0.3 * len(rows) + 1))
+    fig, ax = subplots(figsize=(9, 0.3 * len(rows) + 1))
     ax.barh([f"{r[0]}: {r[1]}" for r in rows], [r[2] for r in rows], color="#b74a4a")
     ax.invert_yaxis()
     ax.set_xlabel("documents removed")
@@ -101,7 +100,7 @@ def _scores(scores: dict, rules: dict, params: dict) -> str:
     for key, sides in scores.items():
         both = np.concatenate([sides["kept"], sides["removed"]])
         edges = np.histogram_bin_edges(both, bins=40)
-        fig, ax = plt.subplots(figsize=(7, 3))
+        fig, ax = subplots(figsize=(7, 3))
         ax.hist([sides["kept"], sides["removed"]], bins=edges, stacked=True, label=["kept", "removed"], color=["#4a7bb7", "#b74a4a"])
         lines = _thresholds_for(key, rules, params)
         for t in lines:
@@ -121,7 +120,7 @@ def _dedup(stats: dict, clusters: dict, kept: dict) -> str:
     dedup = [s for s in stats["steps"] if s.get("global", {}).get("cluster_sizes") is not None]
     if not dedup:
         return parts[0] + '<p class="note">No dedup step ran.</p>'
-    fig, ax = plt.subplots(figsize=(7, 3))
+    fig, ax = subplots(figsize=(7, 3))
     for s in dedup:
         sizes = sorted((int(k), v) for k, v in s["global"]["cluster_sizes"].items())
         if sizes:
@@ -168,7 +167,7 @@ def _timing(stats: dict) -> str:
     steps = stats["steps"]
     if not steps:
         return f"<h2>Time per step</h2><p>No steps; the run took {stats['seconds']:.1f} s.</p>"
-    fig, ax = plt.subplots(figsize=(7, 0.3 * len(steps) + 1))
+    fig, ax = subplots(figsize=(7, 0.3 * len(steps) + 1))
     ax.barh([s["step"] for s in steps], [s["seconds"] for s in steps], color="#888")
     ax.invert_yaxis()
     ax.set_xlabel("seconds (summed over workers)")

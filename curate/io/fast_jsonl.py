@@ -1,0 +1,237 @@
+"""The fast path for clean JSONL: whole blocks of lines parsed by pyarrow's JSON reader.
+
+A block is taken only when it is certain to give exactly what the line-by-line reader
+gives: every line one object whose fields are all strings, no blank line, no line over
+``max_record_bytes``, no NUL, CR or surrogate escape, no empty text, no field that is
+null or missing in some rows. Any other block is handed back, whole, to the line-by-line
+reader, so line numbers, rejects and counts never change. The block's ``meta`` column is
+built in Arrow as the same text ``json.dumps(meta, ensure_ascii=False, sort_keys=True)``
+writes, so a block can go to the Parquet writer without a Python object per document.
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+from typing import Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+from curate.io.sources import Shard, TruncatedInput, iter_lines, open_binary
+from curate.record import SCHEMA, Document, from_table, to_table
+
+BLOCK_BYTES = 8 << 20  # bytes of whole lines handed to pyarrow at a time
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+# Characters json.dumps escapes as \u00XX (it writes \n \r \t \b \f as two-character escapes).
+_OTHER_CONTROL = "[\x00-\x07\x0b\x0e-\x1f]"
+# A superset of what str.strip() removes: a text made only of these might be "empty text".
+_MAYBE_BLANK = "^[\\t-\\r\\x1c-\\x20\\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}]*$"
+_JSON_ESCAPES = [("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"), ("\b", "\\b"), ("\f", "\\f")]
+
+
+class _ReadFailed(Exception):
+    """The compressed stream broke; the line-by-line reader takes over from ``line``."""
+
+    def __init__(self, line: int):
+        self.line = line
+
+
+def iter_blocks(shard: Shard, block_bytes: int | None = None) -> Iterator[tuple[int, bytes, np.ndarray]]:
+    """(first line number, block, offsets of its newlines) over a JSONL shard; each block is
+    whole lines (newline included) except possibly the file's last line. ``block_bytes``:
+    how much to read at a time (default BLOCK_BYTES)."""
+    block_bytes = block_bytes or BLOCK_BYTES
+    line, carry = shard.first_line, []  # carry: pieces of a line not yet ended
+    with open_binary(shard.path) as f:
+        if shard.start:
+            f.seek(shard.start)
+        remaining = None if shard.end is None else shard.end - shard.start
+        while remaining is None or remaining > 0:
+            try:
+                chunk = f.read(block_bytes if remaining is None else min(block_bytes, remaining))
+            except (EOFError, OSError, ValueError):
+                raise _ReadFailed(line) from None
+            if not chunk:
+                break
+            if remaining is not None:
+                remaining -= len(chunk)
+            cut = chunk.rfind(b"\n") + 1
+            if not cut:
+                carry.append(chunk)  # a line longer than a block
+                continue
+            block = b"".join(carry + [chunk[:cut]]) if carry else chunk[:cut]
+            ends = np.flatnonzero(np.frombuffer(block, np.uint8) == 10)
+            yield line, block, ends
+            line += len(ends)
+            carry = [chunk[cut:]] if cut < len(chunk) else []
+    if carry:
+        yield line, b"".join(carry), np.zeros(0, np.int64)
+
+
+class BlockParser:
+    """Parses blocks of one shard; remembers the string fields seen so far, so that pyarrow
+    reads them as strings (it would otherwise turn ISO dates into timestamps)."""
+
+    def __init__(self, shard: Shard):
+        self.shard = shard
+        self.fields: dict[str, pa.DataType] = {}
+
+    def parse(self, block: bytes, first_line: int, ends: np.ndarray) -> pa.Table | None:
+        """The block (whose newlines are at ``ends``) as a table in :data:`curate.record.SCHEMA`,
+        or None when it must go line by line."""
+        if (not len(ends) or not block.endswith(b"\n") or b"\r" in block or b"\x00" in block
+                or (b"\\u" in block and _SURROGATE_ESCAPE.search(block))):
+            return None
+        starts = np.concatenate(([0], ends[:-1] + 1))
+        if (np.frombuffer(block, np.uint8)[starts] != ord("{")).any():
+            return None  # a blank line, leading white space or not an object: line by line
+        if (ends - starts).max() > self.shard.spec.max_record_bytes:
+            return None
+        table = self._read(block)
+        if table is None or table.num_rows != len(ends):
+            return None
+        return self._to_schema(table, block, first_line)
+
+    def _read(self, block: bytes) -> pa.Table | None:
+        for _ in range(3):  # a new field may need a second read as a string
+            opts = pj.ParseOptions(explicit_schema=pa.schema(list(self.fields.items())) if self.fields else None,
+                                   unexpected_field_behavior="infer")
+            try:
+                table = pj.read_json(io.BytesIO(block), read_options=pj.ReadOptions(block_size=1 << 20), parse_options=opts)
+                table.validate(full=True)  # the JSON reader passes invalid UTF-8 through; this finds it
+            except (pa.ArrowInvalid, UnicodeDecodeError):
+                return None
+            new = {f.name: f.type for f in table.schema if f.name not in self.fields}
+            if not new:
+                return table
+            if not all(pa.types.is_string(t) or pa.types.is_timestamp(t) for t in new.values()):
+                return None
+            self.fields.update({name: pa.string() for name in new})
+        return None
+
+    def _to_schema(self, table: pa.Table, block: bytes, first_line: int) -> pa.Table | None:
+        spec = self.shard.spec
+        columns = {}
+        for name in table.column_names:
+            col = table[name]
+            if col.null_count == len(col) and json.dumps(name).encode() not in block:
+                continue  # a field no row of this block has
+            if col.null_count:
+                return None  # null, or missing in some rows: json would differ
+            columns[name] = col
+        text = columns.pop(spec.text_field, None)
+        if text is None or pc.any(pc.match_substring_regex(pc.utf8_slice_codeunits(text, 0, 1), _MAYBE_BLANK)).as_py():
+            return None  # a text that starts with white space might be all white space: line by line
+        ids = columns.pop(spec.id_field, None)
+        if ids is None:
+            ids = pa.array([f"{self.shard.source}:{first_line + k}" for k in range(table.num_rows)], pa.string())
+        meta = _meta_json(columns, table.num_rows)
+        if meta is None:
+            return None
+        source = pa.array([self.shard.source] * table.num_rows, pa.string())
+        return pa.Table.from_arrays([pc.cast(ids, pa.string()), text, source, meta], schema=SCHEMA)
+
+
+def _meta_json(columns: dict[str, pa.ChunkedArray], n: int) -> pa.Array | None:
+    """``json.dumps(row, ensure_ascii=False, sort_keys=True)`` of string columns, in Arrow; None
+    when a value holds a control character json.dumps would write as \\u00XX."""
+    if not columns:
+        return pa.array(["{}"] * n, pa.string())
+    parts = []
+    for k, name in enumerate(sorted(columns)):
+        col = columns[name]
+        if pc.any(pc.match_substring_regex(col, _OTHER_CONTROL)).as_py():
+            return None
+        for raw, escaped in _JSON_ESCAPES:
+            col = pc.replace_substring(col, raw, escaped)
+        key = ("{" if k == 0 else ", ") + json.dumps(name, ensure_ascii=False) + ': "'
+        parts += [pa.scalar(key), col, pa.scalar('"')]
+    parts.append(pa.scalar("}"))
+    return pc.binary_join_element_wise(*parts, "").combine_chunks()
+
+
+def jsonl_batches(shard: Shard, batch_size: int, parse_line: Callable, truncated: Callable,
+                  as_table: bool) -> Iterator[tuple]:
+    """Batches of a JSONL shard: ``(documents, rejects)`` with the line-by-line reader's exact
+    batching, or with ``as_table`` ``(pa.Table, rejects)`` per block. ``parse_line(shard, raw, line)``
+    and ``truncated(shard, line, error)`` are the line-by-line reader's own."""
+    parser = BlockParser(shard)
+    batch = _Batches(batch_size, as_table)
+    try:
+        for first_line, block, ends in iter_blocks(shard):
+            table = parser.parse(block, first_line, ends)
+            if table is not None:
+                yield from batch.add_table(table)
+                continue
+            for k, raw in enumerate(_lines(block)):
+                if raw.strip():
+                    yield from batch.add(parse_line(shard, raw, first_line + k))
+            yield from batch.flush_block()
+    except _ReadFailed as failed:
+        yield from batch.flush_block()
+        try:
+            for line, raw in iter_lines(shard):
+                if line >= failed.line and raw.strip():
+                    yield from batch.add(parse_line(shard, raw, line))
+        except TruncatedInput as e:
+            yield from batch.add(truncated(shard, e.line, e))
+    yield from batch.finish()
+
+
+def _lines(block: bytes) -> list[bytes]:
+    """A block's lines as :func:`curate.io.sources.iter_lines` gives them: line ends stripped,
+    a last line without a newline left as it is."""
+    if not block.endswith(b"\n"):
+        return block.split(b"\n")
+    return [raw.rstrip(b"\r") for raw in block[:-1].split(b"\n")]
+
+
+class _Batches:
+    """Groups documents and rejects the way the line-by-line reader does (a batch is full at
+    ``batch_size`` records), or, for tables, one batch per block."""
+
+    def __init__(self, batch_size: int, as_table: bool):
+        self.batch_size, self.as_table = batch_size, as_table
+        self.docs: list = []
+        self.rejects: list = []
+
+    def _full(self):
+        return len(self.docs) + len(self.rejects) >= self.batch_size
+
+    def _take(self):
+        docs = self.docs
+        if self.as_table:  # one block's table, or the documents of a block read line by line
+            docs = docs[0] if docs and isinstance(docs[0], pa.Table) else to_table(docs)
+        out = (docs, self.rejects)
+        self.docs, self.rejects = [], []
+        return out
+
+    def add(self, item) -> Iterator[tuple]:
+        (self.docs if isinstance(item, Document) else self.rejects).append(item)
+        if not self.as_table and self._full():
+            yield self._take()
+
+    def add_table(self, table: pa.Table) -> Iterator[tuple]:
+        if self.as_table:
+            yield from self.flush_block()
+            self.docs.append(table)
+            yield self._take()
+            return
+        docs = from_table(table)
+        while docs:
+            room = self.batch_size - len(self.docs) - len(self.rejects)
+            self.docs.extend(docs[:room])
+            docs = docs[room:]
+            if self._full():
+                yield self._take()
+
+    def flush_block(self) -> Iterator[tuple]:
+        if self.as_table and (self.docs or self.rejects):
+            yield self._take()
+
+    def finish(self) -> Iterator[tuple]:
+        if self.docs or self.rejects:
+            yield self._take()

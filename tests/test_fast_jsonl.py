@@ -1,0 +1,131 @@
+"""The fast JSONL reader (pyarrow blocks, line by line only where a block fails) changes no
+output: the same files byte for byte with it on and off, on the real C4 sample and on a
+file mixing good lines with every kind of bad line, whose rejects land at the planted lines."""
+import gzip
+import hashlib
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from curate.io import fast_jsonl
+from curate.io.sources import InputSpec, plan_shards
+from curate.pipeline.runner import run_pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+BAD = [  # (raw line, reason the line-by-line reader gives)
+    (b'{"text": "unterminated', "malformed JSON"),
+    (b'{"text": "bad \xff\xfe bytes"}', "invalid UTF-8"),
+    (b'{"title": "no text field"}', "missing text field"),
+    (b'{"text": 42}', "text field 'text' is int"),
+    (b'{"text": null}', "text field 'text' is NoneType"),
+    (b'{"text": "   "}', "empty text"),
+    (b'{"text": "\\u2003\\u00a0"}', "empty text"),
+    (b'["a", "list"]', "record is a list"),
+    (b'{"text": "nul \x00 byte"}', "malformed JSON"),
+    (b"not json at all", "malformed JSON"),
+]
+
+
+def _files(out: Path) -> dict[str, str]:
+    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(out.rglob("*")) if p.is_file() and p.parts[len(out.parts)] in ("data", "removed", "rejects")}
+
+
+def _run(path: Path, out: Path, fast: bool, steps=()) -> dict:
+    cfg = {"inputs": [{"path": str(path), "fast_jsonl": fast}], "steps": list(steps), "output": {"dir": str(out)}}
+    stats = run_pipeline(cfg, workers=1, quiet=True)
+    assert stats["balanced"]
+    return stats
+
+
+def _fast_blocks(path: Path) -> int:
+    shard = plan_shards([InputSpec(str(path))])[0]
+    parser = fast_jsonl.BlockParser(shard)
+    return sum(parser.parse(block, line, ends) is not None for line, block, ends in fast_jsonl.iter_blocks(shard))
+
+
+def test_same_output_on_real_c4(shared, tmp_path, monkeypatch):
+    monkeypatch.setattr(fast_jsonl, "BLOCK_BYTES", 64 * 1024)  # several blocks from the 0.5 MB sample
+    src = shared / "data/pretrain/c4_demo.jsonl"
+    assert _fast_blocks(src) >= 5  # the fast path really ran
+    for steps in ([], [{"step": "gopher_quality"}, {"step": "c4_quality"}]):
+        name = f"steps{len(steps)}"
+        a = _run(src, tmp_path / f"fast-{name}", True, steps)
+        b = _run(src, tmp_path / f"slow-{name}", False, steps)
+        assert a["written"] == b["written"] > 0 and a["read"] == b["read"]
+        assert _files(tmp_path / f"fast-{name}") == _files(tmp_path / f"slow-{name}") != {}
+
+
+def _mixed_file(path: Path, good: list[bytes], seed: int = 0) -> dict[int, str]:
+    """Good lines with bad ones, blank lines, CRLF ends and one 64 MiB line; {line: reason}."""
+    rng = random.Random(seed)
+    out, planted = [], {}
+    for k, line in enumerate(good):
+        if rng.random() < 0.15:
+            raw, reason = rng.choice(BAD)
+            out.append(raw)
+            planted[len(out)] = reason
+        if rng.random() < 0.05:
+            out.append(b"")  # a blank separator, not a record
+        out.append(line + (b"\r" if rng.random() < 0.03 else b""))
+        if k == len(good) // 2:
+            out.append(b'{"text": "' + b"x" * (64 << 20) + b'"}')
+            planted[len(out)] = "record over"
+    path.write_bytes(b"\n".join(out) + b"\n")
+    return planted
+
+
+def test_same_output_and_rejects_on_mixed_bad_input(shared, tmp_path, monkeypatch):
+    monkeypatch.setattr(fast_jsonl, "BLOCK_BYTES", 16 * 1024)  # many blocks: clean ones and damaged ones
+    good = (shared / "data/pretrain/c4_demo.jsonl").read_bytes().splitlines()
+    src = tmp_path / "mixed.jsonl"
+    planted = _mixed_file(src, good)
+    assert len(planted) > 30 and {r for r in planted.values()} >= {r for _, r in BAD}
+    assert _fast_blocks(src) >= 3
+    for path in (src, tmp_path / "mixed.jsonl.gz"):
+        if path.suffix == ".gz":
+            path.write_bytes(gzip.compress(src.read_bytes(), compresslevel=1))
+        fast, slow = tmp_path / f"fast-{path.name}", tmp_path / f"slow-{path.name}"
+        a, b = _run(path, fast, True), _run(path, slow, False)
+        assert (a["read"], a["written"], a["rejected"]) == (b["read"], b["written"], b["rejected"]) == (
+            len(good) + len(planted), len(good), len(planted))
+        assert _files(fast) == _files(slow)
+        rejects = [json.loads(line) for f in sorted((fast / "rejects").glob("*.jsonl")) for line in f.read_text().splitlines()]
+        assert {r["line"]: r["reason"] for r in rejects}.keys() == planted.keys()
+        for r in rejects:
+            assert r["reason"].startswith(planted[r["line"]]), (r["line"], r["reason"])
+
+
+def test_truncated_gzip_same_as_line_by_line(shared, tmp_path):
+    good = (shared / "data/pretrain/c4_demo.jsonl").read_bytes()
+    whole = gzip.compress(good * 3, compresslevel=1)
+    src = tmp_path / "cut.jsonl.gz"
+    src.write_bytes(whole[: int(len(whole) * 0.7)])
+    a, b = _run(src, tmp_path / "fast", True), _run(src, tmp_path / "slow", False)
+    assert (a["read"], a["written"], a["rejected"]) == (b["read"], b["written"], b["rejected"]) and a["rejected"] == 1
+    assert _files(tmp_path / "fast") == _files(tmp_path / "slow")
+
+
+@pytest.mark.parametrize("line,ok", [
+    (b'{"text": "fine", "url": "http://x/\\"q\\"\\\\", "when": "2019-04-25T12:57:54Z"}', True),
+    (b'{"text": "tab\\there", "n": 3}', False),  # a number: json.dumps writes it its own way
+    (b'{"text": "ctl \\u0001"}', True),  # a control character inside the text is fine
+    (b'{"text": "x", "note": "ctl \\u0001"}', False),  # inside meta json.dumps writes \\u0001
+    (b'{"text": "lone \\ud800"}', False),
+    (b'{"text": " leading space"}', False),  # might be all white space
+])
+def test_block_meta_equals_json_dumps(tmp_path, line, ok):
+    """Where the fast path takes a block, its meta and id are exactly what json.loads + json.dumps give."""
+    path = tmp_path / "one.jsonl"
+    path.write_bytes(line + b"\n")
+    shard = plan_shards([InputSpec(str(path))])[0]
+    (first, block, ends), = list(fast_jsonl.iter_blocks(shard))
+    table = fast_jsonl.BlockParser(shard).parse(block, first, ends)
+    assert (table is not None) == ok
+    if ok:
+        obj = json.loads(line)
+        row = table.to_pylist()[0]
+        assert row["text"] == obj.pop("text") and row["id"] == "one.jsonl:1"
+        assert row["meta"] == json.dumps(obj, ensure_ascii=False, sort_keys=True)
