@@ -75,7 +75,8 @@ class InputSpec:
 
 @dataclass
 class Shard:
-    """A unit of work: a file, or a byte range [start, end) of one, starting at ``first_line``."""
+    """A unit of work: a file, or a byte range [start, end) of one, starting at ``first_line``.
+    ``origin``: for a piece of a split compressed file (:mod:`curate.io.spool`), that file."""
 
     index: int
     path: str  # as found on disk
@@ -85,6 +86,7 @@ class Shard:
     start: int = 0
     end: int | None = None
     first_line: int = 1
+    origin: str | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -150,7 +152,7 @@ def plan_shards(specs: list[InputSpec]) -> list[Shard]:
     for spec in specs:
         for path, source in expand(spec):
             fmt = spec.format or ("hf" if _is_hf_dataset_dir(Path(path)) else guess_format(path))
-            if fmt in ("jsonl", "text") and spec.text_mode == "line" and not _compression(path) and os.path.getsize(path) > spec.shard_bytes:
+            if fmt in ("jsonl", "text") and spec.text_mode == "line" and not compression(path) and os.path.getsize(path) > spec.shard_bytes:
                 for start, end, line in _split_points(path, spec.shard_bytes):
                     shards.append(Shard(len(shards), path, source, fmt, spec, start, end, line))
             else:
@@ -189,7 +191,8 @@ def _count_newlines(f, nbytes: int, block: int = 1 << 24) -> int:
     return count
 
 
-def _compression(path: str) -> str | None:
+def compression(path: str) -> str | None:
+    """'gzip', 'zstd' or 'bz2' from the file name, or None for an uncompressed file."""
     name = path.lower()
     if name.endswith(".gz"):
         return "gzip"
@@ -202,7 +205,7 @@ def _compression(path: str) -> str | None:
 
 def open_binary(path: str) -> io.BufferedIOBase:
     """Open a file for reading bytes, decompressing .gz, .zst and .bz2 on the fly."""
-    kind = _compression(path)
+    kind = compression(path)
     if kind == "gzip":
         return gzip.open(path, "rb")
     if kind == "bz2":

@@ -28,6 +28,7 @@ from curate import __version__
 from curate.errors import CurateError
 from curate.io.readers import read_shard
 from curate.io.sources import Shard, fingerprint, plan_shards
+from curate.io.spool import split_shards
 from curate.io.writers import ShardWriter, file_sha256, remove_stale_tmp, removed_table, write_json, write_jsonl, write_parquet
 from curate.pipeline.config import PipelineConfig, load_config, segments
 from curate.pipeline.executor import Executor, make_executor, report_progress
@@ -193,7 +194,7 @@ def run_pipeline(config: str | Path | dict, out: str | Path | None = None, worke
     out = cfg.out_dir
     _check_out_dir(cfg, overwrite)
     remove_stale_tmp(out)
-    shards = plan_shards(cfg.inputs)
+    shards = split_shards(plan_shards(cfg.inputs), _work(out) / "spool")
     steps = cfg.build_steps()
     segs = segments(steps)
     ex = make_executor(executor, workers) if isinstance(executor, str) else executor
@@ -224,6 +225,7 @@ def run_pipeline(config: str | Path | dict, out: str | Path | None = None, worke
     write_json(out / "manifest.json", _manifest(cfg, shards, results, len(segs) - 1))
     for stage in range(len(segs) - 1):
         shutil.rmtree(_work(out) / f"stage{stage}", ignore_errors=True)
+    shutil.rmtree(_work(out) / "spool", ignore_errors=True)
     # Imported here: workers import this module too, and never draw (pyplot costs them a second each).
     from curate.report.run_report import write_run_report
 
@@ -284,6 +286,6 @@ def _manifest(cfg, shards, results, final_stage) -> dict:
         for f in results[(final_stage, shard.index)]["files"]:
             path = cfg.out_dir / f["path"]
             files.append({**f, "bytes": path.stat().st_size, "sha256": file_sha256(path)})
-    inputs = sorted({s.path for s in shards})
+    inputs = sorted({s.origin or s.path for s in shards})
     return {"tool": "curate", "version": __version__, "config": cfg.raw, "config_fingerprint": cfg.fingerprint(),
             "inputs": [fingerprint(p) for p in inputs], "files": files}
