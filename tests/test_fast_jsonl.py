@@ -7,6 +7,7 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from curate.io import fast_jsonl
@@ -129,3 +130,20 @@ def test_block_meta_equals_json_dumps(tmp_path, line, ok):
         row = table.to_pylist()[0]
         assert row["text"] == obj.pop("text") and row["id"] == "one.jsonl:1"
         assert row["meta"] == json.dumps(obj, ensure_ascii=False, sort_keys=True)
+
+
+def test_fields_missing_or_null_across_blocks(tmp_path, monkeypatch):
+    """A field that earlier blocks had is absent from a later block (fast), or null there (line by line)."""
+    monkeypatch.setattr(fast_jsonl, "BLOCK_BYTES", 64)
+    lines = ['{"text": "first block", "café": "x"}'.encode(), b'{"text": "no such field here"}',
+             b'{"text": "explicit", "caf\\u00e9": null}']
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    shard = plan_shards([InputSpec(str(path))])[0]
+    parser = fast_jsonl.BlockParser(shard)
+    blocks = [(k + 1, raw + b"\n", np.array([len(raw)])) for k, raw in enumerate(lines)]  # a block per line
+    tables = [parser.parse(block, line, ends) for line, block, ends in blocks]
+    assert [t is not None for t in tables] == [True, True, False]
+    assert [t.to_pylist()[0]["meta"] for t in tables[:2]] == ['{"café": "x"}', "{}"]
+    a, b = _run(path, tmp_path / "fast", True), _run(path, tmp_path / "slow", False)
+    assert a["written"] == b["written"] == 3 and _files(tmp_path / "fast") == _files(tmp_path / "slow")

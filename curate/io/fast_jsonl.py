@@ -117,8 +117,8 @@ class BlockParser:
         columns = {}
         for name in table.column_names:
             col = table[name]
-            if col.null_count == len(col) and json.dumps(name).encode() not in block:
-                continue  # a field no row of this block has
+            if col.null_count == len(col) and b"null" not in block:
+                continue  # a field of earlier blocks that no row of this one has (with no "null" anywhere, none is null)
             if col.null_count:
                 return None  # null, or missing in some rows: json would differ
             columns[name] = col
