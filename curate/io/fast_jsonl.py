@@ -127,7 +127,8 @@ class BlockParser:
             return None  # a text that starts with white space might be all white space: line by line
         ids = columns.pop(spec.id_field, None)
         if ids is None:
-            ids = pa.array([f"{self.shard.source}:{first_line + k}" for k in range(table.num_rows)], pa.string())
+            lines = pc.cast(pa.array(np.arange(first_line, first_line + table.num_rows)), pa.string())
+            ids = pc.binary_join_element_wise(f"{self.shard.source}:", lines, "")  # SOURCE:LINE, as record_to_doc makes them
         meta = _meta_json(columns, table.num_rows)
         if meta is None:
             return None
