@@ -78,6 +78,7 @@ def _mixed_file(path: Path, good: list[bytes], seed: int = 0) -> dict[int, str]:
     return planted
 
 
+@pytest.mark.slow
 def test_same_output_and_rejects_on_mixed_bad_input(shared, tmp_path, monkeypatch):
     monkeypatch.setattr(fast_jsonl, "BLOCK_BYTES", 16 * 1024)  # many blocks: clean ones and damaged ones
     good = (shared / "data/pretrain/c4_demo.jsonl").read_bytes().splitlines()

@@ -32,6 +32,7 @@ def _rows(out) -> pd.DataFrame:
     return df.sort_values("line").reset_index(drop=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".gz", ".bz2", ".zst"])
 def test_split_pieces_give_the_uncompressed_output(shared, tmp_path, suffix):
     raw = _lines(shared)
