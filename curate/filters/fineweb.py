@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from curate.filters.gopher import _dup_count_and_chars, _fmt
 from curate.filters.text import TERMINAL_TUPLE, split_words
+from curate.pipeline.params import flag, number
 from curate.pipeline.step import Filter, register
 
 
@@ -24,6 +25,11 @@ class FineWebQuality(Filter):
         text_key: str = "text",
     ):
         super().__init__()
+        for key in ("line_punct_thr", "short_line_thr", "char_duplicates_ratio"):
+            number(f"fineweb_quality.{key}", locals()[key], 0, 1)
+        number("fineweb_quality.short_line_length", short_line_length, 0, integer=True)
+        number("fineweb_quality.new_line_ratio", new_line_ratio, 0)
+        flag("fineweb_quality.line_punct_exclude_zero", line_punct_exclude_zero)
         self.line_punct_thr = line_punct_thr
         self.line_punct_exclude_zero = line_punct_exclude_zero
         self.stop_chars = tuple(stop_chars) if stop_chars is not None else TERMINAL_TUPLE

@@ -11,6 +11,7 @@ from collections import Counter
 from itertools import accumulate, compress
 
 from curate.filters.text import LETTERS, SYMBOL, WORD_KINDS, split_words
+from curate.pipeline.params import number
 from curate.pipeline.step import Filter, register
 
 STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
@@ -42,6 +43,13 @@ class GopherQuality(Filter):
         text_key: str = "text",
     ):
         super().__init__()
+        for key in ("min_doc_words", "max_doc_words", "min_stop_words"):
+            number(f"gopher_quality.{key}", locals()[key], 0, integer=True, optional=True)
+        for key in ("min_avg_word_length", "max_avg_word_length"):
+            number(f"gopher_quality.{key}", locals()[key], 0, optional=True)
+        number("gopher_quality.max_symbol_word_ratio", max_symbol_word_ratio, 0, optional=True)
+        for key in ("max_bullet_lines_ratio", "max_ellipsis_lines_ratio", "min_alpha_words_ratio"):
+            number(f"gopher_quality.{key}", locals()[key], 0, 1, optional=True)
         self.min_doc_words, self.max_doc_words = min_doc_words, max_doc_words
         self.min_avg_word_length, self.max_avg_word_length = min_avg_word_length, max_avg_word_length
         self.max_symbol_word_ratio = max_symbol_word_ratio
@@ -166,6 +174,14 @@ class GopherRepetition(Filter):
         text_key: str = "text",
     ):
         super().__init__()
+        for key in ("dup_line_frac", "dup_para_frac", "dup_line_char_frac", "dup_para_char_frac"):
+            number(f"gopher_repetition.{key}", locals()[key], 0, 1, optional=True)
+        for key, pairs in (("top_n_grams", top_n_grams), ("dup_n_grams", dup_n_grams)):
+            if not isinstance(pairs, (list, tuple)) or not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in pairs):
+                raise ValueError(f"gopher_repetition.{key} must be a list of [n, fraction] pairs, got {pairs!r}")
+            for n, frac in pairs:
+                number(f"gopher_repetition.{key} n", n, 2, integer=True)
+                number(f"gopher_repetition.{key} fraction", frac, 0, 1)
         self.dup_line_frac, self.dup_para_frac = dup_line_frac, dup_para_frac
         self.dup_line_char_frac, self.dup_para_char_frac = dup_line_char_frac, dup_para_char_frac
         self.top_n_grams = sorted((int(n), float(f)) for n, f in top_n_grams)
