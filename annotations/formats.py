@@ -25,6 +25,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from curate.basics.jsonarray import iter_array
 from annotations.records import KTOExample, PreferencePair, Record, Reject, SFTConversation
 
 RAW_CHARS = 300  # how much of a bad element's text a reject keeps
@@ -225,31 +226,11 @@ def iter_elements(path: Path) -> Iterator[tuple[int, Any, str, str | None]]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
-        yield from _salvage_array(text)
+        for el in iter_array(text):  # salvage: a broken element costs only itself
+            yield el.index, el.obj, el.raw if el.error else "", el.error and f"invalid JSON: {el.error}"
         return
     for index, obj in enumerate(data):
         yield index, obj, "", None
-
-
-def _salvage_array(text: str) -> Iterator[tuple[int, Any, str, str | None]]:
-    """Decode a broken JSON array element by element; everything from the first
-    undecodable element on becomes a single error."""
-    decoder = json.JSONDecoder()
-    pos, index = text.index("[") + 1, 0
-    while True:
-        while pos < len(text) and text[pos] in " \t\r\n,":
-            pos += 1
-        if pos >= len(text) or text[pos] == "]":
-            if pos >= len(text):
-                yield index, None, "", "invalid JSON: array not closed"
-            return
-        try:
-            obj, end = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as e:
-            yield index, None, text[pos:], f"invalid JSON: {e.msg} (element {index} and after)"
-            return
-        yield index, obj, "", None
-        pos, index = end, index + 1
 
 
 def read_file(path: str | Path, vendor: str = "", fmt: str | None = None,

@@ -18,6 +18,7 @@ from typing import Iterator
 import xxhash
 
 from curate.errors import CurateError
+from curate.io.zstdstream import ZstdReader
 from curate.pipeline.params import flag, number, text
 
 FORMATS = ("jsonl", "json", "parquet", "csv", "text", "hf", "mediawiki")
@@ -231,9 +232,7 @@ def open_binary(path: str) -> io.BufferedIOBase:
     if kind == "bz2":
         return bz2.open(path, "rb")
     if kind == "zstd":
-        import zstandard
-
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True))
+        return io.BufferedReader(ZstdReader(path))
     return open(path, "rb")
 
 

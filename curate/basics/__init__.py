@@ -1,0 +1,1 @@
+"""Shared basics with no dependencies on the rest of curate."""
