@@ -51,6 +51,9 @@ def iter_array(text: str) -> Iterator[Element]:
             error = None
         except json.JSONDecodeError as e:
             obj, end, error = None, _skip_element(text, pos, indent), f"malformed JSON element: {e.msg}"
+        if error is not None and end >= len(text):  # the damage runs to the end of the file
+            yield Element(index, line, None, text[pos:end], f"{error} (file ends inside this element)")
+            return
         yield Element(index, line, obj, text[pos:end], error)
         line += text.count("\n", pos, end)
         pos, index = end, index + 1
