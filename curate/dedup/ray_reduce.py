@@ -24,10 +24,8 @@ from typing import Callable
 import numpy as np
 import ray
 
-from curate.dedup.lsh import PARTITION_ROWS, ShardIndex, _bucket_pairs
+from curate.dedup.lsh import PARTITION_ROWS, ShardIndex, _bucket_pairs, join_pairs
 from curate.dedup.unionfind import UnionFind
-
-VERIFY_CHUNK = 262_144  # candidate pairs verified at once: 2 x 256 Ki signatures in memory
 
 
 def key_range_forest(shards: list[ShardIndex], band: int, lo: int, hi: int | None,
@@ -53,17 +51,9 @@ def key_range_forest(shards: list[ShardIndex], band: int, lo: int, hi: int | Non
     nodes, local = np.unique(np.concatenate([u, v]), return_inverse=True)
     lu, lv = local[: len(u)], local[len(u):]
     uf = UnionFind(len(nodes))
-    candidates = rejected = 0
-    for i in range(0, len(u), VERIFY_CHUNK):
-        cu, cv = lu[i : i + VERIFY_CHUNK], lv[i : i + VERIFY_CHUNK]
-        apart = uf.find(cu) != uf.find(cv)
-        cu, cv = cu[apart], cv[apart]
-        candidates += len(cu)
-        if verify is not None and len(cu):
-            ok = verify(nodes[cu], nodes[cv])
-            rejected += int((~ok).sum())
-            cu, cv = cu[ok], cv[ok]
-        uf.union(cu, cv)
+    counts = {"candidate_pairs": 0, "rejected_pairs": 0}
+    join_pairs(uf, lu, lv, None if verify is None else lambda a, b: verify(nodes[a], nodes[b]), counts)
+    candidates, rejected = counts["candidate_pairs"], counts["rejected_pairs"]
     roots = uf.roots()
     joined = np.flatnonzero(roots != np.arange(len(nodes)))
     # local roots are the smallest local ids, and nodes are sorted: parents are smaller global ids
