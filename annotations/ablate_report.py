@@ -42,6 +42,7 @@ def _figures(result: dict, out: Path, curves: dict[str, list], kind: str) -> lis
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["text.parse_math"] = False  # labels are data: a '$' is not mathtext
     import matplotlib.pyplot as plt
 
     names = []

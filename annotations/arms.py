@@ -90,7 +90,9 @@ def prompt_key(example: dict) -> str:
 
 
 def safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:80] or "arm"
+    """``name`` as one safe path component (never ``.`` or ``..``)."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:80]
+    return name if name.strip(".") else name.replace(".", "_") or "arm"
 
 
 def fingerprint(obj) -> str:

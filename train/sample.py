@@ -305,6 +305,7 @@ def plot_curves(curves: dict, path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["text.parse_math"] = False  # labels are data: a '$' is not mathtext
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))

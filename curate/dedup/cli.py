@@ -74,7 +74,9 @@ def dedup(inputs, out, threshold, num_perm, ngram, keep, score_key, text_field, 
 
 
 def summary_lines(stats: dict) -> list[str]:
-    """Documents in, exact duplicates, near-duplicate clusters, removed, kept."""
+    """Documents in, exact duplicates, near-duplicate clusters, removed, kept (and id warnings)."""
+    from curate.pipeline.cli import id_warnings
+
     by_step = {s["step"]: s for s in stats["steps"]}
     lines = [f"documents in:            {stats['read']}"]
     if "decontaminate" in by_step:
@@ -89,7 +91,7 @@ def summary_lines(stats: dict) -> list[str]:
     if stats["rejected"]:
         lines.append(f"rejected (unreadable):   {stats['rejected']}")
     lines.append(f"kept:                    {stats['written']}")
-    return lines
+    return lines + id_warnings(stats)
 
 
 COMMANDS = [dedup]

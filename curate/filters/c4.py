@@ -117,7 +117,12 @@ def load_word_list(path: str | Path) -> list[str]:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as e:
         raise CurateError(f"cannot read word list {path}: {e.strerror}") from None
-    return [w.strip() for w in lines if w.strip() and not w.startswith("# ")]
+    except UnicodeDecodeError as e:
+        raise CurateError(f"word list {path} is not UTF-8 text (byte {e.start})") from None
+    words = [w.strip() for w in lines if w.strip() and not w.startswith("# ")]
+    if not words:  # an empty alternation would match every document
+        raise CurateError(f"word list {path} has no words")
+    return words
 
 
 @register("c4_badwords")

@@ -19,7 +19,16 @@ def print_summary(stats: dict, out: Path) -> None:
     for s in stats["steps"]:
         rules = ", ".join(f"{k} {v}" for k, v in sorted(s["removed_by_rule"].items(), key=lambda kv: -kv[1])[:5])
         click.echo(f"  {s['step']:<20} in {s['in']:>8}  removed {s['removed']:>7}  {s['seconds']:>7.2f}s  {rules}")
+    for line in id_warnings(stats):
+        click.echo(line, err=True)
     click.echo(f"output: {out}/data  (removed/, rejects/, stats.json, manifest.json beside it)")
+
+
+def id_warnings(stats: dict) -> list[str]:
+    """A warning per dedup step that saw documents sharing an id (e.g. ids restarting in each file)."""
+    return [f"warning: {s['step']}: {s['global']['duplicate_ids']} documents share their id with another; "
+            "kept_source in removed/ names the file of each kept_id"
+            for s in stats["steps"] if s.get("global", {}).get("duplicate_ids")]
 
 
 def executor_options(f):

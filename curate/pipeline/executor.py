@@ -9,7 +9,9 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue as queue_mod
+import signal
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Iterator
 
 from curate.errors import CurateError
@@ -25,6 +27,9 @@ def report_progress(n_docs: int) -> None:
 def _init_worker(q) -> None:
     global _progress_sink
     _progress_sink = q.put
+    # Ctrl-C reaches every worker too: leave at once and quietly (the parent prints one line;
+    # temporary files are swept and finished shards kept, so a rerun resumes).
+    signal.signal(signal.SIGINT, lambda *_: os._exit(130))
 
 
 class Executor:
@@ -66,7 +71,12 @@ class LocalExecutor(Executor):
             done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             _drain(q, on_progress)
             for fut in done:
-                yield fut.result()
+                try:
+                    result = fut.result()
+                except BrokenProcessPool:
+                    raise CurateError("a worker process died (killed, out of memory or interrupted); "
+                                      "rerun the same command to resume") from None
+                yield result
         _drain(q, on_progress)
 
     def _ensure_pool(self):
