@@ -25,16 +25,18 @@ class Element(NamedTuple):
 
 def iter_array(text: str) -> Iterator[Element]:
     """Elements of the JSON array in ``text``. A malformed element yields an Element
-    with ``error`` and the reader resumes at the next element: the next line indented
-    like the first element in a pretty-printed array, else the next ``,`` outside
-    strings and brackets. A missing ``[`` or ``]`` yields a final Element with ``error``."""
+    with ``error`` and the reader resumes at the next element: in a pretty-printed array
+    (the first two elements each start a line, indented alike) the next line indented
+    so, else the next ``,`` outside strings and brackets. A missing ``[`` or ``]``
+    yields a final Element with ``error``."""
     pos = len(text) - len(text.lstrip())
     if not text.startswith("[", pos):
         yield Element(0, 1, None, text[:200], "not a JSON array")
         return
     pos += 1
     line = 1 + text.count("\n", 0, pos)
-    indent, index = None, 0
+    first_indent = indent = None
+    index = 0
     while True:
         m = _SEPARATORS.match(text, pos)
         line += text.count("\n", pos, m.end())
@@ -44,8 +46,10 @@ def iter_array(text: str) -> Iterator[Element]:
             return
         if text[pos] == "]":
             return
-        if indent is None:
-            indent = _indent_at(text, pos)
+        if index == 0:
+            first_indent = _indent_at(text, pos)
+        elif index == 1:  # pretty-printed when the second element starts a line like the first
+            indent = first_indent if _indent_at(text, pos) == first_indent else None
         try:
             obj, end = _DECODER.raw_decode(text, pos)
             error = None
