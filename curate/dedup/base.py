@@ -165,8 +165,8 @@ class DedupStep(GlobalStep):
         removed = (members != kept) & (members >= n_old)
         self._write_decisions(workdir, shards, members[removed], mroots[removed], kept[removed])
         cluster_sizes = np.bincount(size[size > 1])
-        hashes = np.concatenate([np.load(s.files["idhash"]) for s in shards if "idhash" in s.files] or
-                                [np.zeros(0, np.uint64)])
+        hashes = np.concatenate([np.load(f) for s in shards if (f := s.files.get("idhash")) and f.is_file()] or
+                                [np.zeros(0, np.uint64)])  # absent for old shards and indexes from before
         _, id_counts = np.unique(hashes, return_counts=True)
         stats = {
             "documents": sum(s.n for s in shards) - n_old,
