@@ -91,7 +91,8 @@ class DedupStep(GlobalStep):
         scores = np.array([self.score_of(d) for d in docs] if self.keep == "score" else [], np.float64)
         ids = [d.id for d in docs]
         self._write_shard(workdir, f"{shard:05d}", sig, valid, lengths, scores, ids, [d.source for d in docs])
-        np.save(workdir / f"{shard:05d}.idhash.npy", np.fromiter((xxhash.xxh3_64_intdigest(i.encode("utf-8", "surrogatepass")) for i in ids), np.uint64, len(ids)))
+        id_hashes = (xxhash.xxh3_64_intdigest(i.encode("utf-8", "surrogatepass")) for i in ids)
+        np.save(workdir / f"{shard:05d}.idhash.npy", np.fromiter(id_hashes, np.uint64, len(ids)))
 
     def _write_shard(self, root: Path, prefix: str, sig, valid, lengths, scores, ids, sources=()) -> None:
         keys, rows = sorted_band_keys(self.band_keys(sig), valid)
@@ -243,7 +244,8 @@ class DedupStep(GlobalStep):
             raise RuntimeError(f"{self.name}: shard {shard} had {decisions['n']} documents at index time, "
                                f"{len(docs)} now")
         sources = decisions.get("kept_source") or [""] * len(decisions["rows"])
-        gone = {r: (c, k, s) for r, c, k, s in zip(decisions["rows"], decisions["cluster_id"], decisions["kept_id"], sources)}
+        gone = {r: (c, k, s) for r, c, k, s in
+                zip(decisions["rows"], decisions["cluster_id"], decisions["kept_id"], sources)}
         kept, removed = [], []
         for row, doc in enumerate(docs):
             if row in gone:

@@ -177,7 +177,8 @@ class GopherRepetition(Filter):
         for key in ("dup_line_frac", "dup_para_frac", "dup_line_char_frac", "dup_para_char_frac"):
             number(f"gopher_repetition.{key}", locals()[key], 0, 1, optional=True)
         for key, pairs in (("top_n_grams", top_n_grams), ("dup_n_grams", dup_n_grams)):
-            if not isinstance(pairs, (list, tuple)) or not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in pairs):
+            if not isinstance(pairs, (list, tuple)) or \
+                    not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in pairs):
                 raise ValueError(f"gopher_repetition.{key} must be a list of [n, fraction] pairs, got {pairs!r}")
             for n, frac in pairs:
                 number(f"gopher_repetition.{key} n", n, 2, integer=True)

@@ -216,7 +216,8 @@ def _csv_records(shard: Shard):
                 return
             except csv.Error as e:
                 why = "unterminated quote" if "unexpected end of data" in str(e) else str(e)
-                yield line + 1, Reject(shard.source, line + 1, f"malformed CSV: {why}", _preview(lines.taken[0] if lines.taken else ""))
+                raw = lines.taken[0] if lines.taken else ""
+                yield line + 1, Reject(shard.source, line + 1, f"malformed CSV: {why}", _preview(raw))
                 lines.push_back(lines.taken[1:])
                 reader = csv.reader(lines, delimiter=delimiter, strict=True)
                 line += 1

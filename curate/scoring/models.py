@@ -57,7 +57,8 @@ def load_fasttext(path):
     try:
         return fasttext.load_model(str(path))
     except (ValueError, RuntimeError, OSError) as e:  # fastText reports a bad file as ValueError
-        raise CurateError(f"cannot load fastText model {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CurateError(f"cannot load fastText model {path}: {why}") from None
 
 
 def fetch(name: str, url: str | None = None, timeout: float = 60.0) -> Path:
