@@ -12,6 +12,7 @@ import queue as queue_mod
 import signal
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from typing import Callable, Iterator
 
 from curate.errors import CurateError
@@ -66,7 +67,8 @@ class LocalExecutor(Executor):
                 _progress_sink = None
             return
         pool, q = self._ensure_pool()
-        pending = {pool.submit(fn, p) for p in payloads}
+        with _sigint_ignored():  # workers start here; they inherit the ignored Ctrl-C through exec
+            pending = {pool.submit(fn, p) for p in payloads}
         while pending:
             done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             _drain(q, on_progress)
@@ -91,6 +93,21 @@ class LocalExecutor(Executor):
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
+
+
+@contextmanager
+def _sigint_ignored():
+    """Ignore Ctrl-C while worker processes are started: a worker interrupted while still
+    importing would print a traceback. ``_init_worker`` then makes Ctrl-C a quiet exit."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: signals are not ours to change
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _drain(q, on_progress) -> None:
