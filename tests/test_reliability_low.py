@@ -168,3 +168,34 @@ def test_cli_errors_are_one_line(tmp_path):
     for args in cases:
         p = subprocess.run(exe + args, capture_output=True, text=True, cwd=ROOT, timeout=120)
         assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr, p.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_a_multi_worker_run_with_one_line_and_it_resumes(tmp_path):
+    import os
+    import signal
+    import time
+
+    texts = real_texts(300)
+    with open(tmp_path / "in.jsonl", "w") as f:
+        for c in range(30):
+            for i, t in enumerate(texts):
+                f.write(json.dumps({"id": f"d{c}-{i}", "text": t}) + "\n")
+    config = {"inputs": [{"path": str(tmp_path / "in.jsonl"), "shard_bytes": 1_000_000}],
+              "steps": [{"step": "gopher_quality"}, {"step": "gopher_repetition"}], "output": {"dir": str(tmp_path / "out")}}
+    (tmp_path / "run.yaml").write_text(json.dumps(config))
+    cmd = [sys.executable, "-c", "from curate.cli import main; main()", "run", str(tmp_path / "run.yaml"), "--workers", "2", "--quiet"]
+    p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True)
+    markers = tmp_path / "out" / "_work" / "markers"
+    for _ in range(600):  # interrupt once workers are busy: the first shard is done
+        time.sleep(0.1)
+        if markers.is_dir() and any(markers.iterdir()):
+            break
+    os.killpg(p.pid, signal.SIGINT)  # what Ctrl-C does: the whole process group
+    err = p.communicate(timeout=120)[1]
+    assert p.returncode == 130 and "Traceback" not in err and err.strip().splitlines() == ["curate: aborted"], err
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert p.returncode == 0, p.stderr
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    balanced(stats)
+    assert stats["read"] == 9000
