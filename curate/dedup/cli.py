@@ -47,7 +47,7 @@ def dedup_config(inputs: list[str], out: str, text_field: str = "text", exact: b
 @click.option("--decontaminate", "eval_files", multiple=True, type=click.Path(dir_okay=False),
               help="Evaluation file (JSONL/JSON/text); drop documents sharing a 13-gram with it. Repeatable.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes (default: CPU count).")
-@click.option("--overwrite", is_flag=True, help="Delete the output folder first instead of resuming into it.")
+@click.option("--overwrite", is_flag=True, help="Delete the earlier run in the output folder (only what curate wrote there) instead of resuming it.")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
 def dedup(inputs, out, threshold, num_perm, ngram, keep, score_key, text_field, exact, near, index_dir, against,
           eval_files, workers, overwrite, quiet):

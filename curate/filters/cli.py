@@ -40,7 +40,7 @@ def _run(inputs: tuple[str, ...], steps: list[dict], out: str, workers, quiet: b
 
 def _run_options(f):
     f = click.option("--quiet", is_flag=True, help="No progress bar or summary.")(f)
-    f = click.option("--overwrite", is_flag=True, help="Delete the output folder first instead of resuming into it.")(f)
+    f = click.option("--overwrite", is_flag=True, help="Delete the earlier run in the output folder (only what curate wrote there) instead of resuming it.")(f)
     f = click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes (default: CPU count).")(f)
     f = click.option("--text-field", default="text", show_default=True, help="Field holding the text in JSONL/CSV/Parquet inputs.")(f)
     f = click.option("--param", "params", multiple=True, metavar="STEP.KEY=VALUE",

@@ -49,7 +49,7 @@ def make_run_executor(executor: str, workers: int | None, address: str | None):
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Output folder (overrides output.dir).")
 @executor_options
-@click.option("--overwrite", is_flag=True, help="Delete the output folder first instead of resuming into it.")
+@click.option("--overwrite", is_flag=True, help="Delete the earlier run in the output folder (only what curate wrote there) instead of resuming it.")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
 def run_cmd(config, out, workers, executor, address, overwrite, quiet):
     """Run the pipeline in CONFIG (YAML: inputs, steps, output).
