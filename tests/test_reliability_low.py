@@ -185,15 +185,19 @@ def test_ctrl_c_ends_a_multi_worker_run_with_one_line_and_it_resumes(tmp_path):
               "steps": [{"step": "gopher_quality"}, {"step": "gopher_repetition"}], "output": {"dir": str(tmp_path / "out")}}
     (tmp_path / "run.yaml").write_text(json.dumps(config))
     cmd = [sys.executable, "-c", "from curate.cli import main; main()", "run", str(tmp_path / "run.yaml"), "--workers", "2", "--quiet"]
-    p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True)
     markers = tmp_path / "out" / "_work" / "markers"
-    for _ in range(600):  # interrupt once workers are busy: the first shard is done
-        time.sleep(0.1)
-        if markers.is_dir() and any(markers.iterdir()):
-            break
-    os.killpg(p.pid, signal.SIGINT)  # what Ctrl-C does: the whole process group
-    err = p.communicate(timeout=120)[1]
-    assert p.returncode == 130 and "Traceback" not in err and err.strip().splitlines() == ["curate: aborted"], err
+    for when in ("starting", "busy"):  # while workers start (import), then once they work
+        done_before = len(list(markers.glob("*.json"))) if markers.is_dir() else 0
+        p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True)
+        for _ in range(600):  # the stamp is written just before the workers start; markers as they finish
+            if (tmp_path / "out" / "_work" / "config.json").exists() if when == "starting" else \
+                    len(list(markers.glob("*.json"))) > done_before:
+                break
+            time.sleep(0.1)
+        time.sleep(0.5)
+        os.killpg(p.pid, signal.SIGINT)  # what Ctrl-C does: the whole process group
+        err = p.communicate(timeout=120)[1]
+        assert p.returncode == 130 and err.strip().splitlines() == ["curate: aborted"], (when, err)
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert p.returncode == 0, p.stderr
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
