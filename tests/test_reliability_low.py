@@ -203,3 +203,54 @@ def test_ctrl_c_ends_a_multi_worker_run_with_one_line_and_it_resumes(tmp_path):
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
     balanced(stats)
     assert stats["read"] == 9000
+
+
+@pytest.mark.slow
+def test_killed_worker_is_one_line_and_the_rerun_resumes(tmp_path):
+    import os
+    import signal
+    import time
+
+    with open(tmp_path / "in.jsonl", "w") as f:
+        for c in range(30):
+            for i, t in enumerate(real_texts(300)):
+                f.write(json.dumps({"id": f"d{c}-{i}", "text": t}) + "\n")
+    config = {"inputs": [{"path": str(tmp_path / "in.jsonl"), "shard_bytes": 1_000_000}],
+              "steps": [{"step": "gopher_repetition"}], "output": {"dir": str(tmp_path / "out")}}
+    (tmp_path / "run.yaml").write_text(json.dumps(config))
+    cmd = [sys.executable, "-c", "from curate.cli import main; main()", "run", str(tmp_path / "run.yaml"), "--workers", "2", "--quiet"]
+    p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    markers = tmp_path / "out" / "_work" / "markers"
+    workers = []
+    for _ in range(600):  # once a shard is done, kill -9 one of the worker processes
+        time.sleep(0.1)
+        if markers.is_dir() and any(markers.iterdir()):
+            workers = _worker_pids(p.pid)
+            if workers:
+                break
+    assert workers, "no worker found"
+    os.kill(workers[0], signal.SIGKILL)
+    err = p.communicate(timeout=300)[1]
+    assert p.returncode == 2 and err.strip().splitlines() == [
+        "curate: error: a worker process died (killed, out of memory or interrupted); rerun the same command to resume"], err
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert p.returncode == 0, p.stderr
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    balanced(stats)
+    assert stats["read"] == 9000
+
+
+def _worker_pids(parent: int) -> list[int]:
+    """Process ids of the multiprocessing workers (not the resource tracker) of ``parent``."""
+    from pathlib import Path
+
+    pids = []
+    for d in Path("/proc").iterdir():
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (d / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and b"multiprocessing" in cmdline and b"resource_tracker" not in cmdline:
+            pids.append(int(d.name))
+    return pids
