@@ -205,6 +205,8 @@ def _refuse_input_overlap(out: Path, cfg: PipelineConfig, shards: list[Shard]) -
     out_abs = out.resolve()
     for path in sorted({s.path for s in shards}):
         p = Path(path).resolve()
+        if not p.exists():  # e.g. a Hugging Face hub dataset named by its id
+            continue
         if out_abs == p or out_abs in p.parents:
             raise CurateError(f"output folder {out} holds the input {path}; use another --out")
         if p.is_dir() and p in out_abs.parents:
@@ -221,6 +223,8 @@ def input_states(shards: list[Shard]) -> dict[str, list[int]]:
     states = {}
     for path in sorted({s.path for s in shards}):
         p = Path(path)
+        if not p.exists():  # a hub dataset: nothing local to compare
+            continue
         files = [f for f in p.rglob("*") if f.is_file()] if p.is_dir() else [p]
         stats = [f.stat() for f in files]
         states[path] = [sum(st.st_size for st in stats), max((st.st_mtime_ns for st in stats), default=0)]
