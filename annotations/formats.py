@@ -25,7 +25,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from curate.basics.jsonarray import iter_array
+from curate.basics.jsonarray import salvage_array
 from annotations.records import KTOExample, PreferencePair, Record, Reject, SFTConversation
 
 RAW_CHARS = 300  # how much of a bad element's text a reject keeps
@@ -226,11 +226,22 @@ def iter_elements(path: Path) -> Iterator[tuple[int, Any, str, str | None]]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
-        for el in iter_array(text):  # salvage: a broken element costs only itself
-            yield el.index, el.obj, el.raw if el.error else "", el.error and f"invalid JSON: {el.error}"
+        yield from _salvage_array(text)
         return
     for index, obj in enumerate(data):
         yield index, obj, "", None
+
+
+def _salvage_array(text: str) -> Iterator[tuple[int, Any, str, str | None]]:
+    """A broken JSON array element by element; an undecodable element is one error and
+    the elements after it are still read."""
+    for el in salvage_array(text):
+        if el.error is None:
+            yield el.index, el.obj, "", None
+        elif el.error == "array not closed":
+            yield el.index, None, "", "invalid JSON: array not closed"
+        else:
+            yield el.index, None, text[el.start:el.end], f"invalid JSON: {el.error} (element {el.index})"
 
 
 def read_file(path: str | Path, vendor: str = "", fmt: str | None = None,

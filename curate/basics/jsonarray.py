@@ -1,48 +1,51 @@
-"""Reading a JSON array element by element, salvaging what follows a broken element.
-
-A file such as Alpaca's is one JSON array; one bad byte must not cost the whole file,
-and a malformed element in the middle must not cost the elements after it. Elements
-are decoded one at a time; after a malformed one the reader skips to the start of the
-next element and goes on, as the line readers go on after a bad line.
-"""
+"""The one JSON-array salvage: decode an array element by element, so a truncated or damaged
+file keeps every complete element before the damage (Alpaca-style files, vendor exports), and
+a malformed element in the middle costs only itself: decoding resumes at the next element, as
+the line readers go on after a bad line."""
 from __future__ import annotations
 
 import json
 import re
-from typing import Any, Iterator, NamedTuple
+from dataclasses import dataclass
+from typing import Any, Iterator
 
 _SEPARATORS = re.compile(r"[\s,]*")
-_DECODER = json.JSONDecoder()
 
 
-class Element(NamedTuple):
-    index: int  # 0-based position in the array
-    line: int  # 1-based line on which the element starts
-    obj: Any  # the decoded value, None when ``error`` is set
-    raw: str  # the element's text
-    error: str | None  # why it could not be decoded (or the array's own damage)
+@dataclass
+class Element:
+    """One element of the array, or why it could not be decoded (``error`` not None: then
+    ``obj`` is None and ``text[start:end]`` is the undecoded element). ``line``: 1-based line of ``start``."""
+
+    index: int
+    line: int
+    start: int
+    end: int
+    obj: Any = None
+    error: str | None = None
 
 
-def iter_array(text: str) -> Iterator[Element]:
-    """Elements of the JSON array in ``text``. A malformed element yields an Element
-    with ``error`` and the reader resumes at the next element: in a pretty-printed array
-    (the first two elements each start a line, indented alike) the next line indented
-    so, else the next ``,`` outside strings and brackets. A missing ``[`` or ``]``
-    yields a final Element with ``error``."""
+def salvage_array(text: str) -> Iterator[Element]:
+    """Elements of the JSON array in ``text`` in order. A malformed element yields an Element
+    with the JSON decoder's message as ``error`` and decoding resumes at the next element: in
+    a pretty-printed array (its first two elements each start a line, indented alike) the
+    next line indented so, else the next ``,`` outside strings and brackets. ``not a JSON
+    array`` and ``array not closed`` (truncated) end the array; a malformed element that
+    runs to the end of the text says ``(file ends inside this element)``."""
+    decoder = json.JSONDecoder()
     pos = len(text) - len(text.lstrip())
-    if not text.startswith("[", pos):
-        yield Element(0, 1, None, text[:200], "not a JSON array")
-        return
-    pos += 1
     line = 1 + text.count("\n", 0, pos)
+    if not text.startswith("[", pos):
+        yield Element(0, line, pos, len(text), error="not a JSON array")
+        return
+    pos, index = pos + 1, 0
     first_indent = indent = None
-    index = 0
     while True:
         m = _SEPARATORS.match(text, pos)
         line += text.count("\n", pos, m.end())
         pos = m.end()
         if pos >= len(text):
-            yield Element(index, line, None, "", "truncated JSON array (no closing ']')")
+            yield Element(index, line, pos, pos, error="array not closed")
             return
         if text[pos] == "]":
             return
@@ -51,14 +54,15 @@ def iter_array(text: str) -> Iterator[Element]:
         elif index == 1:  # pretty-printed when the second element starts a line like the first
             indent = first_indent if _indent_at(text, pos) == first_indent else None
         try:
-            obj, end = _DECODER.raw_decode(text, pos)
-            error = None
+            obj, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as e:
-            obj, end, error = None, _skip_element(text, pos, indent), f"malformed JSON element: {e.msg}"
-        if error is not None and end >= len(text):  # the damage runs to the end of the file
-            yield Element(index, line, None, text[pos:end], f"{error} (file ends inside this element)")
-            return
-        yield Element(index, line, obj, text[pos:end], error)
+            end = _skip_element(text, pos, indent)
+            if end >= len(text):  # the damage runs to the end of the file
+                yield Element(index, line, pos, end, error=f"{e.msg} (file ends inside this element)")
+                return
+            yield Element(index, line, pos, end, error=e.msg)
+        else:
+            yield Element(index, line, pos, end, obj)
         line += text.count("\n", pos, end)
         pos, index = end, index + 1
 

@@ -13,7 +13,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator
 
-from curate.basics.jsonarray import iter_array
+from curate.basics.jsonarray import salvage_array
 from curate.io.mediawiki import iter_pages
 from curate.io.sources import Shard, TruncatedInput, iter_lines, open_binary
 from curate.record import Document
@@ -183,18 +183,22 @@ def _json_array_records(shard: Shard):
         yield 1, data
         return
     errors = "replace" if shard.spec.encoding_errors == "replace" else "surrogateescape"
-    for el in iter_array(data.decode("utf-8", errors)):
-        bad_bytes = errors == "surrogateescape" and _has_surrogates(el.raw)
-        if el.error is not None or bad_bytes:
-            reason = "invalid UTF-8" if bad_bytes else el.error
-            raw = el.raw.encode("utf-8", "surrogateescape")
-            yield el.line, Reject(shard.source, el.line, reason, _preview(raw))
-            continue
-        rej = _too_long(shard, el.raw, el.line)
-        doc = rej if rej is not None else record_to_doc(el.obj, shard, el.line)
-        if isinstance(doc, Document) and _LONE_SURROGATE.search(el.raw):
-            doc = lone_surrogate(doc) or doc
-        yield el.line, doc if not isinstance(doc, str) else Reject(shard.source, el.line, doc, _preview(el.raw))
+    text = data.decode("utf-8", errors)
+    for el in salvage_array(text):
+        line, raw = el.line, text[el.start:el.end]
+        if el.error == "not a JSON array":
+            yield line, Reject(shard.source, line, "not a JSON array", _preview(raw))
+        elif el.error == "array not closed":
+            yield line, Reject(shard.source, line, "truncated JSON array (no closing ']')", "")
+        elif el.error is not None or (errors == "surrogateescape" and _has_surrogates(raw)):
+            reason = f"malformed JSON element: {el.error}" if el.error is not None else "invalid UTF-8"
+            yield line, Reject(shard.source, line, reason, _preview(raw.encode("utf-8", "surrogateescape")))
+        else:
+            rej = _too_long(shard, raw, line)
+            doc = rej if rej is not None else record_to_doc(el.obj, shard, line)
+            if isinstance(doc, Document) and _LONE_SURROGATE.search(raw):
+                doc = lone_surrogate(doc) or doc
+            yield line, doc if not isinstance(doc, str) else Reject(shard.source, line, doc, _preview(raw))
 
 
 def _csv_records(shard: Shard):
