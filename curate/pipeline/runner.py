@@ -162,8 +162,8 @@ def run_task(task: dict) -> dict:
     return result
 
 
-# Everything a run writes at the top of OUT: all that --overwrite may delete.
-RUN_OUTPUTS = ("_work", "data", "removed", "rejects", "stats.json", "manifest.json")
+# Everything a run writes at the top of OUT: all that --overwrite may delete (report.html: the run report).
+RUN_OUTPUTS = ("_work", "data", "removed", "rejects", "stats.json", "manifest.json", "report.html")
 
 
 def _check_out_dir(cfg: PipelineConfig, shards: list[Shard], overwrite: bool) -> None:
