@@ -275,7 +275,7 @@ def test_cli_matches_curate_run(planted, tmp_path):
     from click.testing import CliRunner
 
     from curate.cli import cli
-    from curate.dedup.cli import dedup_config
+    from curate.cli.dedup import dedup_config
     from curate.pipeline.runner import run_pipeline
 
     docs, _ = planted

@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
 from curate.pipeline.executor import report_progress
 from curate.pipeline.runner import run_pipeline
 

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
 
 INDEX = "index.json"
 DTYPES = {"uint16": np.uint16, "uint32": np.uint32}

@@ -18,11 +18,15 @@ into a block-diagonal causal mask, so packed examples never see each other.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from curate.basics.errors import CurateError
 
 IGNORE = -100
 TEMPLATES = ("llama2", "plain")
@@ -288,10 +292,6 @@ def load_examples(path) -> list:
     """Conversations from ``.jsonl``, ``.json`` (a list) or curated ``.parquet`` shards
     (``meta["messages"]``), converted with :func:`to_messages`. A line that is not
     valid JSON becomes ``None`` (reported as skipped when encoded)."""
-    import json
-    from pathlib import Path
-
-    from curate.errors import CurateError
 
     path = Path(path)
     if not path.is_file():

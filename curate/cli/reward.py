@@ -9,13 +9,15 @@ from typing import Any
 
 import click
 
-from curate.errors import CurateError
-from train.config import TrainConfig
+from annotations.formats import read_file
+from curate.basics.errors import CurateError
+from experiments.sample import load_sample_config, run_sampling
+from train.config import TrainConfig, load_config
+from train.reward import default_hyperparams, train_reward_model
+from train.tokenizer import Tokenizer
 
 
 def _default_hyperparams() -> TrainConfig:
-    from train.reward import default_hyperparams  # torch loads only when a command runs
-
     return default_hyperparams()
 
 
@@ -46,11 +48,6 @@ class RewardConfig:
 def train_from_config(cfg) -> tuple:
     """``curate train rm CONFIG``: read the pairs and tokenizer the config names, train, and write
     ``run_dir/model`` (reward model + tokenizer) and ``run_dir/report.json``."""
-    from annotations.formats import read_file
-    from train.config import load_config
-    from train.reward import train_reward_model
-    from train.tokenizer import Tokenizer
-
     cfg = load_config(cfg, RewardConfig)
     for name in ("tokenizer", "data", "val_data", "init_from"):
         value = getattr(cfg, name)
@@ -111,8 +108,6 @@ def sample_cmd(config, select_only):
     Example:
       curate sample examples/train/sample.yaml
     """
-    from train.sample import load_sample_config, run_sampling
-
     cfg = load_sample_config(config)
     if select_only:
         if not (Path(cfg.out_dir) / "candidates.jsonl").is_file():

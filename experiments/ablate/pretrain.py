@@ -1,10 +1,10 @@
-"""Pretraining arms of a data ablation (``kind: pretrain`` in :mod:`annotations.ablate`).
+"""Pretraining arms of a data ablation (``kind: pretrain`` in :mod:`experiments.ablate.data`).
 
 Each arm's documents are tokenized (BOS text EOS), laid end to end in a seeded order per seed
 and cut into windows of ``seq_len + 1`` tokens; in ``tokens`` mode every arm uses exactly the same
 number of windows (its token budget), in ``steps`` mode its whole pool, cycled. The held-out loss
 is per held-out document (its first ``seq_len + 1`` tokens), so arms compare cell by cell
-([seeds, documents]) in :func:`annotations.stats.compare_arms`.
+([seeds, documents]) in :func:`experiments.stats.compare_arms`.
 """
 from __future__ import annotations
 
@@ -13,8 +13,11 @@ import json
 
 import numpy as np
 
-from annotations.arms import fingerprint, safe_name
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
+from experiments.compare.arms import fingerprint, safe_name
+from train import distributed
+from train.config import TrainConfig
+from train.trainer import LoopState, build_optimizer, train_loop
 
 
 class ArmStream:
@@ -89,10 +92,6 @@ def pretrain_arm(base, docs: list[np.ndarray], heldout: list[dict], hp: dict, se
                  limit: int | None, eval_points: int = 4) -> dict:
     """Train a copy of ``base`` for ``steps`` steps on one arm's windows at ``seed``."""
     import torch
-
-    from train import distributed
-    from train.config import TrainConfig
-    from train.trainer import LoopState, build_optimizer, train_loop
 
     tc = TrainConfig(**{**hp, "steps": steps, "ckpt_every": 0, "log_every": steps,
                         "eval_every": max(1, steps // max(1, eval_points))})

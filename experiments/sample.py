@@ -27,9 +27,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from curate.errors import CurateError
+from annotations.records import SFTConversation, to_document
+from curate.basics.errors import CurateError
+from train.checkpoint import latest_checkpoint
+from train.config import build_config, read_config_source
 from train.generate import generate
-from train.sft import segments
+from train.reward import RewardModel, score
+from train.run import load_model
+from train.sft import load_examples, segments
+from train.tokenizer import Tokenizer
 
 
 @dataclass
@@ -65,8 +71,6 @@ class SampleConfig:
 
 def load_sample_config(source) -> SampleConfig:
     """A SampleConfig from a YAML path or a dict; unknown keys are one-line errors."""
-    from train.config import build_config, read_config_source
-
     if isinstance(source, SampleConfig):
         return source
     data, where = read_config_source(source)
@@ -94,9 +98,6 @@ def policy_specs(cfg: SampleConfig) -> list[dict]:
 
 def load_policy(path, device=None):
     """A Llama from our directory, a run directory (newest checkpoint) or a Hugging Face one."""
-    from train.checkpoint import latest_checkpoint
-    from train.run import load_model
-
     path = Path(path)
     ckpt = latest_checkpoint(path) if not (path / "config.json").is_file() else None
     model = load_model(ckpt or path)
@@ -105,8 +106,6 @@ def load_policy(path, device=None):
 
 def load_tokenizer_for(spec: dict, default: str | None):
     """The policy's tokenizer: its own ``tokenizer``, else one in its directory, else ``default``."""
-    from train.tokenizer import Tokenizer
-
     path = Path(spec["path"])
     here = [path / n for n in ("tokenizer.model", "tokenizer.json") if (path / n).is_file()]
     chosen = spec.get("tokenizer") or (here[0] if here else default)
@@ -183,8 +182,6 @@ def generate_candidates(model, tokenizer, prompts: list[list[dict]], k: int, *, 
 
 def score_candidates(rows: list[dict], rm, tokenizer, batch_size: int = 16) -> list[dict]:
     """Set each row's ``reward`` (NaN when the conversation cannot be encoded) in place; returns rows."""
-    from train.reward import score
-
     rewards = score(rm, tokenizer, [r["prompt"] for r in rows], [r["answer"] for r in rows], batch_size=batch_size)
     for r, v in zip(rows, rewards):
         r["reward"] = v
@@ -247,8 +244,6 @@ def to_sft_rows(selected: list[dict], source: str = "rejection_sampling", extra:
     """Selected rows as SFT records in the annotations' canonical layout (a Document's id, text
     and meta flattened: kind "sft", messages, vendor, annotator = the policy, ...), with
     ``provenance``: model, round, sample, seed, reward, rank, candidates, plus ``extra``."""
-    from annotations.records import SFTConversation, to_document
-
     out = []
     for i, r in enumerate(selected):
         conv = SFTConversation(messages=r["prompt"] + [{"role": "assistant", "content": r["answer"]}],
@@ -340,10 +335,6 @@ def render_html(report: dict) -> str:
 
 def run_sampling(cfg, log=print) -> dict:
     """``curate sample``: generate (or reuse), score, pool, select, write, report. Returns the report."""
-    from train.reward import RewardModel
-    from train.sft import load_examples
-    from train.tokenizer import Tokenizer
-
     cfg = load_sample_config(cfg)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -14,10 +14,13 @@ in ``counters["reward_unscored"]``.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from curate.pipeline.step import Step, register
 from curate.record import Removed
+from train.reward import RewardModel, score
+from train.tokenizer import Tokenizer
 
 
 @register("reward")
@@ -33,9 +36,6 @@ class RewardScore(Step):
 
     def setup(self) -> None:
         import torch
-
-        from train.reward import RewardModel
-        from train.tokenizer import Tokenizer
 
         device = "cuda" if self.device == "auto" and torch.cuda.is_available() else \
             ("cpu" if self.device == "auto" else self.device)
@@ -53,9 +53,6 @@ class RewardScore(Step):
         return []
 
     def process(self, docs):
-        import math
-
-        from train.reward import score
 
         if self.rm is None:
             self.setup()

@@ -1,7 +1,7 @@
 """The ablation reports: JSON, an HTML page (all data escaped) and PNG figures.
 
-``write_report(result, out, kind)``: kind "data" (from annotations.ablate) or "arch" (from
-train.ablate_arch). Figures: held-out loss against training tokens per arm, the effect of every
+``write_report(result, out, kind)``: kind "data" (from experiments.ablate.data) or "arch" (from
+experiments.ablate.arch). Figures: held-out loss against training tokens per arm, the effect of every
 arm against the baseline with its 95% interval, and (arch) decode tokens/s against batch size.
 """
 from __future__ import annotations

@@ -4,7 +4,7 @@ An *arm* is a named pool of SFT conversations (a vendor's data, a data recipe, .
 arm is fine-tuned from the same base model with the same tokenizer, template, hyperparameters
 and number of steps; seed ``i`` gives every arm the same data-order generator (and, through
 ``train.run.sft``, the same torch seed). The held-out set is shared, so each (arm, seed) run
-yields one answer loss per held-out prompt: the ``[S, P]`` arrays :mod:`annotations.stats`
+yields one answer loss per held-out prompt: the ``[S, P]`` arrays :mod:`experiments.stats`
 compares.
 
 Budget: every arm in a budget group is subsampled to the same number of answer tokens
@@ -34,7 +34,9 @@ from typing import Callable
 import numpy as np
 import xxhash
 
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
+from train.run import sft
+from train.sft import Encoded, answer_loss, encode, encode_all, pack, segments
 
 BUDGETS = ("tokens", "examples", "all")
 
@@ -177,8 +179,6 @@ class Harness:
                 "_subsets": subsets}
 
     def _default_steps(self, subsets: dict) -> int:
-        from train.sft import encode_all, pack
-
         s = self.settings
         rows = []
         for arm in self.arms:
@@ -221,8 +221,6 @@ class Harness:
 
     def run_one(self, arm: Arm, seed: int, scorer: Callable | None = None) -> dict:
         """Fine-tune the base on this arm's subsample at ``seed``; score the held-out set."""
-        from train.run import sft
-
         s = self.settings
         idx = self.plan["_subsets"][arm.name][seed]
         examples = [arm.examples[i] for i in idx]
@@ -251,8 +249,6 @@ class Harness:
         mismatched ones (each answer after the prompt of another held-out example, a seeded
         derangement). Both score the same answer tokens: the first ones that fit in seq_len after
         either prompt, so a model that ignores the prompt has a gain of exactly zero."""
-        from train.sft import Encoded, segments
-
         s, tok = self.settings, self.tokenizer
         n = len(self.heldout)
         perm = np.random.default_rng(0).permutation(n)
@@ -285,8 +281,6 @@ class Harness:
 
 
 def _answer_tokens(example, tokenizer, settings: Settings) -> int:
-    from train.sft import encode
-
     try:
         return encode(example, tokenizer, settings.template, settings.max_len).num_loss_tokens
     except (ValueError, TypeError, AttributeError):
@@ -295,8 +289,6 @@ def _answer_tokens(example, tokenizer, settings: Settings) -> int:
 
 def heldout_losses(model, tokenizer, heldout: list[dict], template: str, max_len: int) -> list[float]:
     """Answer-token loss (nats/token) per held-out conversation (NaN where none is left)."""
-    from train.sft import answer_loss
-
     return [round(x, 6) for x in answer_loss(model, tokenizer, heldout, template, batch_size=16, max_len=max_len)]
 
 

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import click
 
-from curate.errors import CurateError
+from annotations.profile import profile_vendors, quality_model_scorer, reward_model_scorer
+from annotations.records import to_document
+from annotations.report import render_html
+from annotations.vendors import load_config, read_vendor
+from curate.basics.errors import CurateError
+from curate.cli.compare import compare_cmd
 
 
 @click.group("vendors")
@@ -37,10 +42,6 @@ def profile_command(config, out, lid_model, tokenizer, reward_model, quality_mod
       curate vendors profile examples/vendors/vendors.yaml --out out/vendors
     """
     # Imported here: datasketch and matplotlib take seconds, and every `curate` command loads this module.
-    from annotations.profile import profile_vendors, quality_model_scorer, reward_model_scorer
-    from annotations.report import render_html
-    from annotations.vendors import load_config, read_vendor
-
     for option, path in (("--lid-model", lid_model), ("--tokenizer", tokenizer), ("--quality-model", quality_model)):
         if path is not None and not path.is_file():
             raise CurateError(f"{option}: file not found: {path}")
@@ -77,9 +78,6 @@ def export_command(config, out):
       curate vendors export examples/vendors/vendors.yaml --out out/records
       curate run examples/vendors/clean.yaml
     """
-    from annotations.records import to_document
-    from annotations.vendors import load_config, read_vendor
-
     datas = [read_vendor(v) for v in load_config(config)]
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "records.jsonl", "w", encoding="utf-8") as f:
@@ -99,8 +97,6 @@ def _write_rejects(path: Path, datas) -> None:
 
 
 def _mount_compare() -> None:
-    from annotations.compare_cli import compare_cmd  # the downstream comparison has its own module
-
     vendors_group.add_command(compare_cmd)
 
 

@@ -1,12 +1,12 @@
 """Compare annotation vendors by what their data does to a model (``curate vendors compare``).
 
-Each vendor's SFT conversations become an arm of :mod:`annotations.arms`: the same base
+Each vendor's SFT conversations become an arm of :mod:`experiments.compare.arms`: the same base
 checkpoint, tokenizer, template, hyperparameters and steps for all, budgets equalised,
 S paired seeds. All are scored on one held-out set with reference answers, from which every
 prompt that any vendor also has is removed first (decontamination). The result holds:
 
 * per vendor: held-out answer loss (nats/token, lower is better), mean and 95% interval;
-  per pair: the difference, its interval and a verdict (:mod:`annotations.stats`);
+  per pair: the difference, its interval and a verdict (:mod:`experiments.stats`);
 * the win-rate matrix (per prompt and seed, whose held-out loss is lower; with a reward model,
   whose generated answer the reward model prefers, and the mean reward per vendor);
 * what the metric can see: the base model's prompt-conditioning gain, and the noise floor
@@ -29,6 +29,8 @@ Config (YAML, paths relative to it)::
 """
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import platform
 from dataclasses import asdict, dataclass, field
@@ -36,10 +38,24 @@ from pathlib import Path
 
 import numpy as np
 
-from annotations import stats
-from annotations.arms import Arm, Harness, Settings, fingerprint, metric
-from curate.errors import CurateError
-from curate.yamlconfig import check_keys, read_yaml_mapping
+import curate
+from annotations.formats import read_file
+from annotations.profile import profile_vendors
+from annotations.records import PreferencePair
+from annotations.vendors import load_config as load_vendors
+from annotations.vendors import read_vendor
+from curate.basics.errors import CurateError
+from curate.basics.yamlconfig import check_keys, read_yaml_mapping
+from curate.dedup.decontam import decontaminate as scan
+from curate.dedup.normalize import normalize_words
+from experiments import stats
+from experiments.compare.arms import Arm, Harness, Settings, fingerprint, metric
+from experiments.report import write_report
+from train.generate import generate
+from train.reward import RewardModel, score, train_reward_model
+from train.run import load_model
+from train.sft import load_examples, segments
+from train.tokenizer import Tokenizer
 
 
 @dataclass
@@ -102,9 +118,6 @@ def vendor_examples(datas) -> dict[str, list[dict]]:
 def decontaminate(heldout: list[dict], vendors: dict[str, list[dict]], ngram: int = 8) -> tuple[list[dict], int]:
     """Drop held-out conversations whose prompt any vendor also has: the same normalised prompt,
     or a shared word ``ngram``-gram (curate.dedup.decontam). Returns ``(kept, dropped)``."""
-    from curate.dedup.decontam import decontaminate as scan
-    from curate.dedup.normalize import normalize_words
-
     prompts = [_user_text(ex) for ex in heldout]
     train = [_user_text(ex) for exs in vendors.values() for ex in exs]
     hit = np.zeros(len(prompts), dtype=bool)
@@ -121,8 +134,6 @@ def _user_text(example: dict) -> str:
 
 def load_heldout(path) -> list[dict]:
     """Conversations from an SFT file (any format train.sft reads) that end in an answer."""
-    from train.sft import load_examples
-
     return [ex for ex in load_examples(path) if _usable(ex)]
 
 
@@ -269,10 +280,6 @@ def _matched(harness: Harness, names: list[str]) -> dict[str, float]:
 
 def _reward_scorer(reward, tokenizer, heldout, template, max_new_tokens):
     """A Harness scorer: greedy answers to the held-out prompts, scored by the reward model."""
-    from train.generate import generate
-    from train.reward import score
-    from train.sft import segments
-
     rm, rm_tokenizer = reward
     prompts = [ex["messages"][:-1] for ex in heldout]
     ids = []
@@ -295,12 +302,6 @@ def _reward_scorer(reward, tokenizer, heldout, template, max_new_tokens):
 def run_config(cfg: CompareConfig, out: str | Path | None = None, quiet: bool = True) -> dict:
     """Everything `curate vendors compare` does: read, profile, decontaminate, train, report.
     Returns the result dict (also written as compare.json + compare.html in the output folder)."""
-    from annotations.compare_report import write_report
-    from annotations.profile import profile_vendors
-    from annotations.vendors import load_config as load_vendors, read_vendor
-    from train.run import load_model
-    from train.tokenizer import Tokenizer
-
     out = Path(out or cfg.out or "out/compare")
     datas = [read_vendor(v) for v in load_vendors(cfg.vendors)]
     vendors = vendor_examples(datas)
@@ -321,8 +322,6 @@ def run_config(cfg: CompareConfig, out: str | Path | None = None, quiet: bool = 
     heldout = sample(heldout, cfg.heldout_size, cfg.seed)
     reward, reward_info = None, None
     if cfg.reward_model:
-        from train.reward import RewardModel
-
         reward = (RewardModel.load(cfg.reward_model), Tokenizer.from_file(cfg.reward_model))
         reward_info = {"path": cfg.reward_model, **reward[0].info}
     elif cfg.reward_data:
@@ -344,12 +343,6 @@ def train_reward(cfg: CompareConfig, datas, vendors: dict, base, tokenizer, out:
     """A reward model trained from the base on ``cfg.reward_data`` (preference pairs that are not
     a vendor's: the file may not be one of the vendors' files, and pairs whose prompt any vendor
     has are dropped). Saved in ``out`` and reused on resume. Returns ``((rm, tokenizer), info)``."""
-    import copy
-
-    from annotations.formats import read_file
-    from annotations.records import PreferencePair
-    from train.reward import RewardModel, train_reward_model
-
     if (out / "reward.json").is_file() and (out / "summary.json").is_file():
         return (RewardModel.load(out), tokenizer), json.loads((out / "summary.json").read_text())
     path = Path(cfg.reward_data).resolve()
@@ -377,7 +370,6 @@ def manifest(cfg: CompareConfig, datas, heldout) -> dict:
     """What reproduces the run: the config and its hash, data hashes, versions."""
     import torch
 
-    import curate
 
     files = {f["path"]: _file_hash(f["path"]) for d in datas for f in d.files}
     for key in ("base", "tokenizer", "heldout", "reward_model"):
@@ -393,8 +385,6 @@ def manifest(cfg: CompareConfig, datas, heldout) -> dict:
 
 
 def _file_hash(path) -> str:
-    import hashlib
-
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -2,7 +2,7 @@
 self-contained page: inline PNG plots, no script, every data string escaped).
 
 Sections: verdict, ranking, pairs, win rates, what the metric can see, curves, cost,
-profile, manifest. The renderer takes the dict of :func:`annotations.compare.summarize`
+profile, manifest. The renderer takes the dict of :func:`experiments.compare.run.summarize`
 plus ``profile``/``manifest``/``heldout`` when present, so ablations can reuse it with
 other arm names.
 """

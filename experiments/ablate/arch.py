@@ -5,7 +5,7 @@ key/value heads, each shared by a group of query heads) and multi-query attentio
 head), with the SwiGLU width raised so that every variant has the parameters of the MHA model.
 Each variant is pretrained the same way on the same token shards over paired seeds (seed i: the
 same data order for every variant) and scored per held-out window, so variants are compared with
-the paired bootstrap of :mod:`annotations.stats`. For inference it reports KV-cache bytes per
+the paired bootstrap of :mod:`experiments.stats`. For inference it reports KV-cache bytes per
 token, decode tokens/s at several batch sizes and context lengths, and the largest batch that fits
 a memory budget.
 
@@ -33,10 +33,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
+from curate.basics.texts import read_texts
+from experiments import stats
+from experiments.ablate.report import write_report
+from experiments.compare.arms import fingerprint
 from train.config import PretrainConfig, TrainConfig, load_config
+from train.data import TokenWindows, tokenize_shards
 from train.model import Llama, LlamaConfig, get_config
-
+from train.run import pretrain
+from train.tokenizer import Tokenizer
 
 # --------------------------------------------------------------------------- variants
 
@@ -250,13 +256,9 @@ def write_text_shards(paths: list[str], tokenizer: str, target: Path) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from train.cli import _texts
-    from train.data import tokenize_shards
-    from train.tokenizer import Tokenizer
-
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / "texts.parquet"
-    pq.write_table(pa.table({"text": list(_texts(paths, "text"))}), staging)
+    pq.write_table(pa.table({"text": list(read_texts(paths, "text"))}), staging)
     return tokenize_shards([staging], Tokenizer.from_file(tokenizer), target)
 
 
@@ -276,9 +278,6 @@ def window_losses(model: Llama, windows, batch_size: int = 16) -> list[float]:
 
 def train_variant(name: str, model_cfg: LlamaConfig, shards: Path, cfg: ArchConfig, seed: int, run_dir: Path) -> dict:
     """Pretrain one variant at one seed (resumable through train.run.pretrain) and score it."""
-    from train.data import TokenWindows
-    from train.run import pretrain
-
     tc = replace(cfg.train, ckpt_every=0)
     result = pretrain(PretrainConfig(run_dir=str(run_dir), shards=str(shards), model=asdict(model_cfg), seed=seed,
                                      val_fraction=cfg.val_fraction, train=tc), quiet=True)
@@ -291,10 +290,6 @@ def train_variant(name: str, model_cfg: LlamaConfig, shards: Path, cfg: ArchConf
 
 def run_arch(cfg: ArchConfig, out: str | Path | None = None, quiet: bool = True) -> dict:
     """Everything `curate ablate arch` does; writes arch.json, arch.html and figures in ``out``."""
-    from annotations import stats
-    from annotations.arms import fingerprint
-    from annotations.ablate_report import write_report
-
     out = Path(out or cfg.out or "out/ablate_arch")
     out.mkdir(parents=True, exist_ok=True)
     shards = prepare_shards(cfg, out)

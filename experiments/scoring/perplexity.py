@@ -17,6 +17,8 @@ import math
 from pathlib import Path
 
 from curate.pipeline.step import Step, register
+from train.model import Llama
+from train.tokenizer import Tokenizer
 
 
 @register("perplexity")
@@ -40,9 +42,6 @@ class Perplexity(Step):
 
     def setup(self):
         import torch
-
-        from train.model import Llama
-        from train.tokenizer import Tokenizer
 
         device = "cuda" if self.device == "auto" and torch.cuda.is_available() else \
             ("cpu" if self.device == "auto" else self.device)
