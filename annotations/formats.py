@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from annotations.records import KTOExample, PreferencePair, Record, Reject, SFTConversation
+from curate.basics.jsonarray import salvage_array
 
 RAW_CHARS = 300  # how much of a bad element's text a reject keeps
 
@@ -232,24 +233,15 @@ def iter_elements(path: Path) -> Iterator[tuple[int, Any, str, str | None]]:
 
 
 def _salvage_array(text: str) -> Iterator[tuple[int, Any, str, str | None]]:
-    """Decode a broken JSON array element by element; everything from the first
-    undecodable element on becomes a single error."""
-    decoder = json.JSONDecoder()
-    pos, index = text.index("[") + 1, 0
-    while True:
-        while pos < len(text) and text[pos] in " \t\r\n,":
-            pos += 1
-        if pos >= len(text) or text[pos] == "]":
-            if pos >= len(text):
-                yield index, None, "", "invalid JSON: array not closed"
-            return
-        try:
-            obj, end = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as e:
-            yield index, None, text[pos:], f"invalid JSON: {e.msg} (element {index} and after)"
-            return
-        yield index, obj, "", None
-        pos, index = end, index + 1
+    """A broken JSON array element by element; everything from the first undecodable
+    element on becomes a single error."""
+    for el in salvage_array(text):
+        if el.error is None:
+            yield el.index, el.obj, "", None
+        elif el.error == "array not closed":
+            yield el.index, None, "", "invalid JSON: array not closed"
+        else:
+            yield el.index, None, text[el.start:], f"invalid JSON: {el.error} (element {el.index} and after)"
 
 
 def read_file(path: str | Path, vendor: str = "", fmt: str | None = None,

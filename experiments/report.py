@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from annotations.report import STYLE, _png, _summary, _table, heatmap  # noqa: E402
+from curate.basics.files import write_json
 
 
 def _ci(v: dict, digits: int = 4) -> str:
@@ -182,7 +183,7 @@ def write_report(result: dict, out: str | Path, title: str = "Vendor comparison"
     """Write ``compare.json`` and ``compare.html`` into ``out``; returns the HTML path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "compare.json").write_text(json.dumps(result, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
+    write_json(out / "compare.json", result, indent=1, default=str, newline=False)
     path = out / "compare.html"
     path.write_text(render_html(result, title), encoding="utf-8")
     return path

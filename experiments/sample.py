@@ -28,7 +28,9 @@ import numpy as np
 import torch
 
 from annotations.records import SFTConversation, to_document
+from curate.basics.device import resolve_device
 from curate.basics.errors import CurateError
+from curate.basics.files import write_json
 from train.checkpoint import latest_checkpoint
 from train.config import build_config, read_config_source
 from train.generate import generate
@@ -338,8 +340,7 @@ def run_sampling(cfg, log=print) -> dict:
     cfg = load_sample_config(cfg)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
+    device = torch.device(resolve_device(cfg.device))
     rm_dir = Path(cfg.reward_model)
     rm = RewardModel.load(rm_dir, device=device)
     rm_tok = Tokenizer.from_file(rm_dir)
@@ -389,7 +390,7 @@ def run_sampling(cfg, log=print) -> dict:
               "pooled": len(pooled), "kept": len(selected), "unscored": sum(math.isnan(r["reward"]) for r in rows),
               "reward_model": str(rm_dir), "curves": curves, "config": asdict(cfg),
               "kept_from": {m: sum(r["model"] == m for r in selected) for m in sorted({r["model"] for r in selected})}}
-    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    write_json(out / "report.json", report, indent=1)
     if curves:
         plot_curves(curves, out / "reward_vs_k.png")
     (out / "report.html").write_text(render_html(report), encoding="utf-8")

@@ -11,6 +11,7 @@ import click
 
 from annotations.formats import read_file
 from curate.basics.errors import CurateError
+from curate.basics.files import write_json
 from experiments.sample import load_sample_config, run_sampling
 from train.config import TrainConfig, load_config
 from train.reward import default_hyperparams, train_reward_model
@@ -69,7 +70,7 @@ def train_from_config(cfg) -> tuple:
     result.skipped = rejected + val_rejected + result.skipped
     rm.save(Path(cfg.run_dir) / "model", tokenizer_path=cfg.tokenizer)
     report = {"config": asdict(cfg), **asdict(result)}
-    (Path(cfg.run_dir) / "report.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    write_json(Path(cfg.run_dir) / "report.json", report, indent=1, default=str)
     return rm, result
 
 

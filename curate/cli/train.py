@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from curate.basics.device import resolve_device
 from curate.basics.errors import CurateError
 from curate.basics.texts import read_texts
 from curate.cli.reward import rm_cmd
@@ -129,7 +130,7 @@ def generate_cmd(ckpt, prompts, tokenizer, max_new_tokens, temperature, top_p, s
 
     tok = _load_tokenizer(tokenizer or ckpt)
     model = load_model(ckpt)
-    if torch.cuda.is_available():
+    if resolve_device() == "cuda":
         model = model.to("cuda", torch.bfloat16)
     model.eval()
     try:

@@ -12,6 +12,7 @@ from annotations.records import to_document
 from annotations.report import render_html
 from annotations.vendors import load_config, read_vendor
 from curate.basics.errors import CurateError
+from curate.basics.files import write_json
 from curate.cli.compare import compare_cmd
 
 
@@ -56,7 +57,7 @@ def profile_command(config, out, lid_model, tokenizer, reward_model, quality_mod
     profile = profile_vendors(datas, lid_model=lid_model, tokenizer=tokenizer, threshold=threshold, seed=seed,
                               scorers=scorers or None)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "vendors.json").write_text(json.dumps(profile, indent=1, ensure_ascii=False), encoding="utf-8")
+    write_json(out / "vendors.json", profile, indent=1, newline=False)
     (out / "vendors.html").write_text(render_html(profile, f"Vendor profile: {config.name}"), encoding="utf-8")
     _write_rejects(out / "rejects.jsonl", datas)
     for name, v in profile["vendors"].items():

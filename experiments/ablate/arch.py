@@ -33,7 +33,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from curate.basics.device import resolve_device
 from curate.basics.errors import CurateError
+from curate.basics.files import write_json
 from curate.basics.texts import read_texts
 from experiments import stats
 from experiments.ablate.report import write_report
@@ -169,7 +171,7 @@ def inference_report(cfg: LlamaConfig, batch_sizes: list[int], contexts: list[in
                      memory_gib: float, device: str | None = None, seed: int = 0) -> dict:
     """KV bytes per token, decode speed per (batch, context) and the largest batch per context for
     a model of shape ``cfg`` with random weights (speed does not depend on the values)."""
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = torch.device(resolve_device(device))
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     torch.manual_seed(seed)
     with torch.device(dev):  # initialised where it runs: a 7B model's init on a CPU takes minutes
@@ -315,7 +317,7 @@ def run_arch(cfg: ArchConfig, out: str | Path | None = None, quiet: bool = True)
                     if not quiet:
                         print(f"[ablate arch] training {name} seed {seed}", flush=True)
                     record = train_variant(name, mcfg, shards, cfg, seed, path.parent / f"run_{seed}")
-                    path.write_text(json.dumps(record))
+                    write_json(path, record, indent=None, newline=False)
                 runs[name].append(json.loads(path.read_text()))
         losses = {n: np.array([r["heldout_loss"] for r in rs]) for n, rs in runs.items()}
         result["loss"] = stats.compare_arms(losses, higher_is_better=False, n_boot=cfg.n_boot)

@@ -14,6 +14,7 @@ import json
 import numpy as np
 
 from curate.basics.errors import CurateError
+from curate.basics.files import write_json
 from experiments.compare.arms import fingerprint, safe_name
 from train import distributed
 from train.config import TrainConfig
@@ -134,7 +135,7 @@ def run_pretrain_arms(cfg, arms: dict, base, tok, heldout: list[dict], out, quie
     path = out / "plan.json"
     if path.is_file() and json.loads(path.read_text()) != json.loads(json.dumps(plan)):
         raise CurateError(f"{out} holds a different ablation plan; use a new output folder")
-    path.write_text(json.dumps(plan, indent=1))
+    write_json(path, plan, indent=1, newline=False)
     results = {n: [] for n in arms}
     for seed in range(cfg.seeds):
         for name in arms:
@@ -144,6 +145,6 @@ def run_pretrain_arms(cfg, arms: dict, base, tok, heldout: list[dict], out, quie
                     print(f"[ablate] training {name} seed {seed}", flush=True)
                 rec = pretrain_arm(base, docs[name], held, dict(hp), seed, steps, limit, cfg.eval_points)
                 rpath.parent.mkdir(parents=True, exist_ok=True)
-                rpath.write_text(json.dumps({"arm": name, **rec}))
+                write_json(rpath, {"arm": name, **rec}, indent=None, newline=False)
             results[name].append(json.loads(rpath.read_text()))
     return results, plan

@@ -94,7 +94,7 @@ def write_report(result: dict, out: str | Path, kind: str = "data") -> None:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stem = "ablate" if kind == "data" else "arch"
-    (out / f"{stem}.json").write_text(json.dumps(result, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
+    write_json(out / f"{stem}.json", result, indent=1, default=str, newline=False)
     parts = []
     if kind == "data":
         title = f"Data ablation ({result['kind']}, equal {result['mode']})"

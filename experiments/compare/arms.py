@@ -35,6 +35,7 @@ import numpy as np
 import xxhash
 
 from curate.basics.errors import CurateError
+from curate.basics.files import json_sha256, write_json
 from train.run import sft
 from train.sft import Encoded, answer_loss, encode, encode_all, pack, segments
 
@@ -95,9 +96,7 @@ def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:80] or "arm"
 
 
-def fingerprint(obj) -> str:
-    """sha256 (first 16 hex digits) of the canonical JSON of ``obj``."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+fingerprint = json_sha256  # sha256 (first 16 hex digits) of the canonical JSON of an object
 
 
 def _order(keys: list[str], seed: int, salt: str = "") -> np.ndarray:
@@ -199,7 +198,7 @@ class Harness:
                 raise CurateError(f"{self.run_dir} holds a different plan (changed: {', '.join(changed)}); "
                                   f"use a new output folder")
         else:
-            _write_json(path, plan)
+            write_json(path, plan, indent=1, newline=False)
 
     def result_path(self, arm: str, seed: int) -> Path:
         return self.run_dir / "runs" / safe_name(arm) / f"seed_{seed}.json"
@@ -214,7 +213,7 @@ class Harness:
                 if not path.is_file():
                     if not quiet:
                         print(f"[compare] training {arm.name} seed {seed}", flush=True)
-                    _write_json(path, self.run_one(arm, seed, scorer))
+                    write_json(path, self.run_one(arm, seed, scorer), indent=1, newline=False)
         for arm in self.arms:
             out[arm.name] = [json.loads(self.result_path(arm.name, s).read_text()) for s in range(self.settings.seeds)]
         return out
@@ -307,10 +306,3 @@ def _model_hash(model) -> str:
         h.update(f"{name}{tuple(t.shape)}{float(flat.double().sum()):.6e}".encode())
         h.update(flat[:1024].float().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False))
-    tmp.replace(path)

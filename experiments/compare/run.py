@@ -44,7 +44,9 @@ from annotations.profile import profile_vendors
 from annotations.records import PreferencePair
 from annotations.vendors import load_config as load_vendors
 from annotations.vendors import read_vendor
+from curate.basics.device import resolve_device
 from curate.basics.errors import CurateError
+from curate.basics.files import file_sha256, write_json
 from curate.basics.yamlconfig import check_keys, read_yaml_mapping
 from curate.dedup.decontam import decontaminate as scan
 from curate.dedup.normalize import normalize_words
@@ -215,7 +217,7 @@ def compare(vendors: dict[str, list[dict]], base, tokenizer, heldout: list[dict]
     base_losses = json.loads(base_path.read_text()) if base_path.is_file() else {}
     if "heldout" not in base_losses:
         base_losses = harness.base_losses()
-        base_path.write_text(json.dumps(base_losses))
+        write_json(base_path, base_losses, indent=None, newline=False)
     return summarize(harness, results, base_losses, list(vendors), noise_floor, n_boot, seed)
 
 
@@ -313,11 +315,8 @@ def run_config(cfg: CompareConfig, out: str | Path | None = None, quiet: bool = 
     tokenizer = Tokenizer.from_file(cfg.tokenizer)
     base = load_model(cfg.base)
     device = cfg.train.get("device", "auto")
-    if device != "cpu":  # the base is evaluated where the arms train
-        import torch
-
-        if device == "cuda" or torch.cuda.is_available():
-            base = base.to("cuda")
+    if resolve_device(device) == "cuda":  # the base is evaluated where the arms train
+        base = base.to("cuda")
     heldout, dropped = decontaminate(load_heldout(cfg.heldout), vendors, cfg.decontam_ngram)
     heldout = sample(heldout, cfg.heldout_size, cfg.seed)
     reward, reward_info = None, None
@@ -362,7 +361,7 @@ def train_reward(cfg: CompareConfig, datas, vendors: dict, base, tokenizer, out:
     info = {"path": str(path), "pairs": len(pairs), "dropped_vendor_prompts": dropped, "accuracy": res.accuracy,
             "train_accuracy": res.train_accuracy, "steps": res.steps}
     rm.save(out)
-    (out / "summary.json").write_text(json.dumps(info, indent=1))
+    write_json(out / "summary.json", info, indent=1, newline=False)
     return (rm, tokenizer), info
 
 
@@ -375,18 +374,10 @@ def manifest(cfg: CompareConfig, datas, heldout) -> dict:
     for key in ("base", "tokenizer", "heldout", "reward_model"):
         path = getattr(cfg, key)
         if path and Path(path).is_file():
-            files[path] = _file_hash(path)
+            files[path] = file_sha256(path)[:16]
         elif path and Path(path).is_dir():
-            files.update({str(p): _file_hash(p) for p in sorted(Path(path).iterdir()) if p.is_file()})
+            files.update({str(p): file_sha256(p)[:16] for p in sorted(Path(path).iterdir()) if p.is_file()})
     return {"config": asdict(cfg), "config_hash": fingerprint(asdict(cfg)), "files": files,
             "heldout_hash": fingerprint(heldout),
             "versions": {"curate": curate.__version__, "torch": torch.__version__, "numpy": np.__version__,
                          "python": platform.python_version()}}
-
-
-def _file_hash(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]

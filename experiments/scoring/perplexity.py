@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from curate.basics.device import resolve_device
 from curate.pipeline.step import Step, register
 from train.model import Llama
 from train.tokenizer import Tokenizer
@@ -43,8 +44,7 @@ class Perplexity(Step):
     def setup(self):
         import torch
 
-        device = "cuda" if self.device == "auto" and torch.cuda.is_available() else \
-            ("cpu" if self.device == "auto" else self.device)
+        device = resolve_device(self.device)
         self.model = Llama.load(self.model_path, device=device, dtype=torch.float32).eval()
         self.tokenizer = Tokenizer.from_file(self.tokenizer_path)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from curate.basics.device import resolve_device
 from curate.pipeline.step import Step, register
 from curate.record import Removed
 from train.reward import RewardModel, score
@@ -35,10 +36,7 @@ class RewardScore(Step):
         self.rm = self.tokenizer = None
 
     def setup(self) -> None:
-        import torch
-
-        device = "cuda" if self.device == "auto" and torch.cuda.is_available() else \
-            ("cpu" if self.device == "auto" else self.device)
+        device = resolve_device(self.device)
         self.rm = RewardModel.load(self.path, device=device)
         self.tokenizer = Tokenizer.from_file(self.path)
 
