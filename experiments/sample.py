@@ -31,12 +31,9 @@ from annotations.records import SFTConversation, to_document
 from curate.basics.device import resolve_device
 from curate.basics.errors import CurateError
 from curate.basics.files import write_json
+from train.api import RewardModel, generate, load_examples, load_model, prompt_ids, score
 from train.checkpoint import latest_checkpoint
 from train.config import build_config, read_config_source
-from train.generate import generate
-from train.reward import RewardModel, score
-from train.run import load_model
-from train.sft import load_examples, segments
 from train.tokenizer import Tokenizer
 
 
@@ -138,8 +135,7 @@ def prompt_id(prompt: list[dict]) -> str:
 def encode_prompt(prompt: list[dict], tokenizer, template: str, max_len: int) -> list[int]:
     """Token ids the model continues with an answer: the template's prompt segments. Longer than
     ``max_len``: BOS and the last tokens are kept. Raises ValueError for a malformed prompt."""
-    parts = segments({"messages": prompt + [{"role": "assistant", "content": "x"}]}, template)[:-1]
-    ids = [t for text, _, bos, eos in parts for t in tokenizer.encode(text, bos=bos, eos=eos)]
+    ids = prompt_ids({"messages": prompt + [{"role": "assistant", "content": "x"}]}, tokenizer, template)
     return ids if len(ids) <= max_len else ids[:1] + ids[len(ids) - max_len + 1:]
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from curate.dedup.decontam import contamination_split, decontaminate, load_eval_files
 from curate.dedup.normalize import normalize_words
-from curate.pipeline.step import build_step
+from experiments.steps import build_step
 from curate.record import Document
 
 

@@ -12,7 +12,7 @@ import experiments.scoring.reward  # noqa: F401  (registers the `reward` step)
 from annotations.formats import read_file
 from annotations.records import SFTConversation, to_document
 from curate.cli.reward import rm_cmd
-from curate.pipeline.step import build_step
+from experiments.steps import build_step
 from train.model import Llama, get_config
 from train.reward import (MARGINS, RewardModel, accuracy, collate_pairs, encode_pairs, margin_for, pair_loss_sum,
                           ranking_loss, score, split_pairs, train_reward_model)

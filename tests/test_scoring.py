@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from curate.basics.errors import CurateError
-from curate.pipeline.step import build_step
+from experiments.steps import build_step
 from curate.record import Document
 from curate.scoring.quality import QualityFilter, roc_auc, train_classifier
 

@@ -54,9 +54,9 @@ from experiments.ablate.report import write_report
 from experiments.compare.arms import Arm, Harness, Settings, fingerprint, metric, safe_name
 from experiments.compare.run import (decontaminate, load_heldout, replace_words, sample, shuffle_answers,
                                      truncate_answers)
+from train.api import answer_tokens
 from train.model import Llama, get_config
 from train.run import load_model
-from train.sft import encode
 from train.tokenizer import Tokenizer
 
 ARM_KEYS = {"name", "data", "pipeline", "top", "random", "size", "degrade"}
@@ -260,13 +260,7 @@ def run_ablation(cfg: AblateConfig, out: str | Path | None = None, quiet: bool =
 
     if cfg.kind == "sft":
         def sizes(items):
-            out_ = []
-            for it in items:
-                try:
-                    out_.append(encode(it, tok, cfg.template, max_len).num_loss_tokens)
-                except ValueError:
-                    out_.append(0)
-            return np.array(out_, dtype=np.int64)
+            return np.array([answer_tokens(it, tok, cfg.template, max_len) for it in items], dtype=np.int64)
     else:
         def sizes(items):
             return np.array([len(x) for x in tok.encode_batch([it["text"] for it in items], eos=True)], dtype=np.int64)

@@ -53,10 +53,7 @@ from curate.dedup.normalize import normalize_words
 from experiments import stats
 from experiments.compare.arms import Arm, Harness, Settings, fingerprint, metric
 from experiments.report import write_report
-from train.generate import generate
-from train.reward import RewardModel, score, train_reward_model
-from train.run import load_model
-from train.sft import load_examples, segments
+from train.api import RewardModel, generate, load_examples, load_model, prompt_ids, score, train_reward_model
 from train.tokenizer import Tokenizer
 
 
@@ -284,10 +281,7 @@ def _reward_scorer(reward, tokenizer, heldout, template, max_new_tokens):
     """A Harness scorer: greedy answers to the held-out prompts, scored by the reward model."""
     rm, rm_tokenizer = reward
     prompts = [ex["messages"][:-1] for ex in heldout]
-    ids = []
-    for ex in heldout:
-        parts = segments(ex, template)[:-1]
-        ids.append([t for text, _, bos, eos in parts for t in tokenizer.encode(text, bos=bos, eos=eos)])
+    ids = [prompt_ids(ex, tokenizer, template) for ex in heldout]
 
     def scorer(model, seed):
         rm.to(model.output.weight.device)
