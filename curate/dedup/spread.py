@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from curate.dedup.lsh import PARTITION_ROWS, ShardIndex, _bucket_pairs
+from curate.dedup.lsh import PARTITION_ROWS, ShardIndex, bucket_pairs
 from curate.dedup.unionfind import UnionFind
 
 VERIFY_CHUNK = 262_144  # candidate pairs verified at once: 2 x 256 Ki signatures in memory
@@ -49,7 +49,7 @@ def key_range_forest(shards: list[ShardIndex], band: int, lo: int, hi: int | Non
         ids.append(np.asarray(s.load("rows")[band, a:b], np.int64) + s.offset)
     keys, ids = np.concatenate(keys), np.concatenate(ids)
     order = np.argsort(keys, kind="stable")
-    u, v = _bucket_pairs(keys[order], ids[order])
+    u, v = bucket_pairs(keys[order], ids[order])
     if not len(u):
         return np.zeros(0, np.int64), np.zeros(0, np.int64), 0, 0
     nodes, local = np.unique(np.concatenate([u, v]), return_inverse=True)

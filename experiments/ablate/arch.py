@@ -37,7 +37,7 @@ from curate.basics.errors import CurateError
 from curate.basics.files import write_json
 from curate.basics.texts import read_texts
 from experiments import stats
-from experiments.ablate.report import write_report
+from experiments.report import write_ablation_report
 from experiments.compare.arms import fingerprint
 from experiments.harness import Grid, safe_name
 from train.api import doc_losses
@@ -326,5 +326,5 @@ def run_arch(cfg: ArchConfig, out: str | Path | None = None, quiet: bool = True)
     result["baseline"] = next(iter(specs))
     result["train"] = asdict(cfg.train)
     result["seeds"] = cfg.seeds
-    write_report(result, out, kind="arch")
+    write_ablation_report(result, out, kind="arch")
     return result

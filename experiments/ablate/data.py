@@ -50,7 +50,7 @@ from curate.basics.yamlconfig import check_keys, read_yaml_mapping
 from curate.pipeline.runner import run_pipeline
 from experiments import stats
 from experiments.ablate.pretrain import run_pretrain_arms
-from experiments.ablate.report import write_report
+from experiments.report import write_ablation_report
 from experiments.compare.arms import Arm, Harness, Settings, fingerprint, metric, safe_name
 from experiments.compare.run import (decontaminate, load_heldout, replace_words, sample, shuffle_answers,
                                      truncate_answers)
@@ -284,7 +284,7 @@ def run_ablation(cfg: AblateConfig, out: str | Path | None = None, quiet: bool =
                                       "dropped_unscorable": unscorable,
                                       "source": cfg.heldout or f"{cfg.heldout_size} held out of {cfg.source}"},
                   config=asdict(cfg), config_hash=fingerprint(asdict(cfg)))
-    write_report(result, out, kind="data")
+    write_ablation_report(result, out, kind="data")
     return result
 
 
