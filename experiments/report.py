@@ -228,11 +228,6 @@ def effect_rows(result: dict, names: list[str]) -> list[list]:
 
 
 def _figures(result: dict, out: Path, curves: dict[str, list], kind: str) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = []
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, curve in curves.items():
