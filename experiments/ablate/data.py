@@ -50,10 +50,11 @@ from curate.basics.yamlconfig import check_keys, read_yaml_mapping
 from curate.pipeline.runner import run_pipeline
 from experiments import stats
 from experiments.ablate.pretrain import run_pretrain_arms
-from experiments.report import write_ablation_report
 from experiments.compare.arms import Arm, Harness, Settings, fingerprint, metric, safe_name
 from experiments.compare.run import (decontaminate, load_heldout, replace_words, sample, shuffle_answers,
                                      truncate_answers)
+from experiments.report import write_ablation_report
+from experiments.results import Ablation, ArmSummary
 from train.api import answer_tokens
 from train.model import Llama, get_config
 from train.run import load_model
@@ -279,7 +280,7 @@ def run_ablation(cfg: AblateConfig, out: str | Path | None = None, quiet: bool =
             arms[name] = [it for it in arms[name] if " ".join(it["text"].split()) not in texts]
             info[name]["dropped_heldout"] = before - len(arms[name])
         results, plan = run_pretrain_arms(cfg, arms, base, tok, heldout, out, quiet)
-    result = summarize(cfg, results, info)
+    result = summarize(cfg, results, info).to_dict()
     result.update(plan=plan, heldout={"items": len(heldout) - unscorable, "dropped_contaminated": dropped,
                                       "dropped_unscorable": unscorable,
                                       "source": cfg.heldout or f"{cfg.heldout_size} held out of {cfg.source}"},
@@ -309,25 +310,24 @@ def _run_sft(cfg, arms, base, tok, heldout, out, quiet):
     return results, {k: v for k, v in harness.plan.items() if not k.startswith("_")}, harness
 
 
-def summarize(cfg: AblateConfig, results: dict, info: dict) -> dict:
+def summarize(cfg: AblateConfig, results: dict, info: dict) -> Ablation:
     """Per arm: held-out loss with its interval and the effect against the baseline."""
     losses = metric(results)
     main = {n: losses[n] for n in info}
     comp = stats.compare_arms(main, higher_is_better=False, n_boot=cfg.n_boot, seed=cfg.seed)
-    out = {"kind": cfg.kind, "mode": cfg.mode, "baseline": cfg.baseline, "loss": comp,
-           "metric": "held-out loss (nats/token, lower is better)", "arms": {}}
+    out = Ablation(kind=cfg.kind, mode=cfg.mode, baseline=cfg.baseline, loss=comp,
+                   metric="held-out loss (nats/token, lower is better)")
     for name, runs in results.items():
         curve = [[t, float(np.mean([r["val_curve"][i][1] for r in runs]))] for i, (t, _) in enumerate(runs[0]["val_curve"])]
-        out["arms"][name] = {**info.get(name, {}), "curve": curve,
-                             "trained_tokens": [r["trained_tokens"] for r in runs],
-                             "budget_tokens": runs[0].get("budget_tokens"),
-                             "answer_tokens": [r.get("answer_tokens") for r in runs],
-                             "effect": None if name == cfg.baseline or name not in main else comp["pairs"][f"{name}|{cfg.baseline}"]}
+        out.arms[name] = ArmSummary(
+            info=info.get(name, {}), curve=curve, trained_tokens=[r["trained_tokens"] for r in runs],
+            budget_tokens=runs[0].get("budget_tokens"), answer_tokens=[r.get("answer_tokens") for r in runs],
+            effect=None if name == cfg.baseline or name not in main else comp["pairs"][f"{name}|{cfg.baseline}"])
     if cfg.noise_floor:
         halves = [f"{cfg.noise_floor} (half {k + 1})" for k in range(2)]
-        out["noise_floor"] = stats.noise_floor(losses[halves[0]], losses[halves[1]], cfg.n_boot, cfg.seed)
+        out.noise_floor = stats.noise_floor(losses[halves[0]], losses[halves[1]], cfg.n_boot, cfg.seed)
         for name in info:
-            eff = out["arms"][name]["effect"]
+            eff = out.arms[name].effect
             if eff:
-                eff["below_noise_floor"] = abs(eff["diff"]) < out["noise_floor"]["floor"]
+                eff["below_noise_floor"] = abs(eff["diff"]) < out.noise_floor["floor"]
     return out

@@ -53,6 +53,7 @@ from curate.dedup.normalize import normalize_words
 from experiments import stats
 from experiments.compare.arms import Arm, Harness, Settings, fingerprint, metric
 from experiments.report import write_report
+from experiments.results import Comparison, VendorSummary
 from train.api import RewardModel, generate, load_examples, load_model, prompt_ids, score, train_reward_model
 from train.tokenizer import Tokenizer
 
@@ -215,52 +216,57 @@ def compare(vendors: dict[str, list[dict]], base, tokenizer, heldout: list[dict]
     if "heldout" not in base_losses:
         base_losses = harness.base_losses()
         write_json(base_path, base_losses, indent=None, newline=False)
-    return summarize(harness, results, base_losses, list(vendors), noise_floor, n_boot, seed)
+    return summarize(harness, results, base_losses, list(vendors), noise_floor, n_boot, seed).to_dict()
 
 
 def summarize(harness: Harness, results: dict, base_losses: dict, names: list[str], noise_arm: str | None,
-              n_boot: int = 2000, seed: int = 0) -> dict:
-    """The JSON result from finished runs (see the module docstring)."""
+              n_boot: int = 2000, seed: int = 0) -> Comparison:
+    """The result from finished runs (see the module docstring)."""
     losses = metric(results)
     main = {n: losses[n] for n in names}
     loss_stats = stats.compare_arms(main, higher_is_better=False, n_boot=n_boot, seed=seed)
-    out = {"metric": "held-out answer loss (nats/token, lower is better)", "loss": loss_stats,
-           "win_rate_loss": stats.win_rates(main, higher_is_better=False, n_boot=n_boot, seed=seed),
-           "conditioning": stats.conditioning_gain(base_losses["right"], base_losses["mismatched"], n_boot, seed),
-           "base_loss": float(np.nanmean(base_losses["heldout"]))}
+    out = Comparison(metric="held-out answer loss (nats/token, lower is better)", loss=loss_stats,
+                     win_rate_loss=stats.win_rates(main, higher_is_better=False, n_boot=n_boot, seed=seed),
+                     conditioning=stats.conditioning_gain(base_losses["right"], base_losses["mismatched"], n_boot,
+                                                          seed),
+                     base_loss=float(np.nanmean(base_losses["heldout"])))
     if noise_arm:
         halves = [f"{noise_arm} (half {k + 1})" for k in range(2)]
-        out["noise_floor"] = {"vendor": noise_arm, "arms": halves,
-                              **stats.noise_floor(losses[halves[0]], losses[halves[1]], n_boot, seed),
-                              "half_vs_half": stats.compare_arms({h: losses[h] for h in halves}, n_boot=n_boot,
-                                                                 seed=seed)["pairs"][f"{halves[0]}|{halves[1]}"]}
+        out.noise_floor = {"vendor": noise_arm, "arms": halves,
+                           **stats.noise_floor(losses[halves[0]], losses[halves[1]], n_boot, seed),
+                           "half_vs_half": stats.compare_arms({h: losses[h] for h in halves}, n_boot=n_boot,
+                                                              seed=seed)["pairs"][f"{halves[0]}|{halves[1]}"]}
         for pair in loss_stats["pairs"].values():
-            pair["below_noise_floor"] = abs(pair["diff"]) < out["noise_floor"]["floor"]
+            pair["below_noise_floor"] = abs(pair["diff"]) < out.noise_floor["floor"]
     rewards = metric(results, "reward")
     if all(n in rewards for n in names):
-        out["reward"] = stats.compare_arms({n: rewards[n] for n in names}, higher_is_better=True, n_boot=n_boot,
-                                           seed=seed)
-        out["win_rate_reward"] = stats.win_rates({n: rewards[n] for n in names}, higher_is_better=True,
-                                                 n_boot=n_boot, seed=seed)
-    out["vendors"] = {}
+        out.reward = stats.compare_arms({n: rewards[n] for n in names}, higher_is_better=True, n_boot=n_boot,
+                                        seed=seed)
+        out.win_rate_reward = stats.win_rates({n: rewards[n] for n in names}, higher_is_better=True,
+                                              n_boot=n_boot, seed=seed)
     for arm in harness.arms:
-        runs = results[arm.name]
-        gain = out["base_loss"] - float(np.mean(losses[arm.name]))
-        used = float(np.mean([r["examples"] for r in runs]))
-        cost = None if arm.price_per_example is None else arm.price_per_example * used
-        out["vendors"][arm.name] = {
-            "group": arm.group, "pool": len(arm.examples), "skipped": len(harness.skipped[arm.name]),
-            "examples_used": used, "answer_tokens_used": float(np.mean([r["answer_tokens"] for r in runs])),
-            "price_per_example": arm.price_per_example, "cost": cost, "gain_over_base": gain,
-            "cost_per_point": cost / (gain * 100) if cost is not None and gain > 0 else None,
-            "train_seconds": float(np.sum([r["train_seconds"] for r in runs])),
-            "train_loss": np.mean([r["train_loss"] for r in runs], axis=0).round(5).tolist(),
-            "val_curve": [[step, float(np.mean([r["val_curve"][i][1] for r in runs]))]
-                          for i, (step, _) in enumerate(runs[0]["val_curve"])]}
-    out["matched"] = _matched(harness, names)
-    out["heldout_scored"] = {"prompts": len(harness.heldout), "unscorable": harness.heldout_unscorable}
-    out["plan"] = {k: v for k, v in harness.plan.items() if not k.startswith("_")}
+        out.vendors[arm.name] = vendor_summary(arm, harness, results[arm.name], losses[arm.name], out.base_loss)
+    out.matched = _matched(harness, names)
+    out.heldout_scored = {"prompts": len(harness.heldout), "unscorable": harness.heldout_unscorable}
+    out.plan = {k: v for k, v in harness.plan.items() if not k.startswith("_")}
     return out
+
+
+def vendor_summary(arm: Arm, harness: Harness, runs: list[dict], losses: np.ndarray, base_loss: float
+                   ) -> VendorSummary:
+    """One arm's figures, averaged over its seeds' ``runs``."""
+    gain = base_loss - float(np.mean(losses))
+    used = float(np.mean([r["examples"] for r in runs]))
+    cost = None if arm.price_per_example is None else arm.price_per_example * used
+    return VendorSummary(
+        group=arm.group, pool=len(arm.examples), skipped=len(harness.skipped[arm.name]), examples_used=used,
+        answer_tokens_used=float(np.mean([r["answer_tokens"] for r in runs])),
+        price_per_example=arm.price_per_example, cost=cost, gain_over_base=gain,
+        cost_per_point=cost / (gain * 100) if cost is not None and gain > 0 else None,
+        train_seconds=float(np.sum([r["train_seconds"] for r in runs])),
+        train_loss=np.mean([r["train_loss"] for r in runs], axis=0).round(5).tolist(),
+        val_curve=[[step, float(np.mean([r["val_curve"][i][1] for r in runs]))]
+                   for i, (step, _) in enumerate(runs[0]["val_curve"])])
 
 
 def _matched(harness: Harness, names: list[str]) -> dict[str, float]:
