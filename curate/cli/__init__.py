@@ -1,7 +1,9 @@
-"""The `curate` command line: a thin click layer over the Python API.
+"""The `curate` command line: a thin click layer over the Python API, the top layer.
 
-Each package adds its commands through a module-level ``COMMANDS`` list in its
-own ``cli.py`` (for example ``curate/cli/dedup.py``); this file mounts them.
+One module per command area in this package (``pipeline``, ``dedup``, ``filters``, ``train``,
+``reward``, ``ablate``, ``vendors``, ``compare``). :data:`COMMANDS` names each top-level command,
+the module defining it and its one-line help; a command's module is imported only when that
+command runs, so ``curate --version`` and ``curate --help`` load no torch, pyarrow or matplotlib.
 User errors print one line and exit with code 2.
 """
 from __future__ import annotations
@@ -74,10 +76,6 @@ class OneLineErrors(click.Group):
             sys.exit(2)
 
 
-class OneLineSubgroup(click.Group):
-    """A nested group (``curate train ...``); errors bubble up to OneLineErrors."""
-
-
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="curate")
 def cli():
@@ -89,7 +87,6 @@ def cli():
       curate demo --out out/demo
       curate run examples/pipeline.yaml --workers 2
     """
-
 
 
 def main() -> None:

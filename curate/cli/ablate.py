@@ -64,6 +64,3 @@ def arch_cmd(config, out, quiet):
             line += f", held-out loss {a['mean']:.4f} [{a['lo']:.4f}, {a['hi']:.4f}]"
         click.echo(line)
     click.echo(f"wrote {Path(out or cfg.out or 'out/ablate_arch') / 'arch.html'}")
-
-
-COMMANDS = [ablate_group]

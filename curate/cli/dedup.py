@@ -89,6 +89,3 @@ def summary_lines(stats: dict) -> list[str]:
         lines.append(f"rejected (unreadable):   {stats['rejected']}")
     lines.append(f"kept:                    {stats['written']}")
     return lines
-
-
-COMMANDS = [dedup]

@@ -217,6 +217,3 @@ def inspect_cmd(out, step, rule, samples, width, seed):
             shown = text[:width] + (" ..." if len(text) > width else "")
             click.echo(f"  [{row['id']}] {click.style(row['reason'], fg='yellow')}  ({row['source']})")
             click.echo(textwrap.indent(textwrap.fill(shown, 100), "    "))
-
-
-COMMANDS = [filter_cmd, score_cmd, classifier_group, models_group, inspect_cmd]

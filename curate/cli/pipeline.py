@@ -93,6 +93,3 @@ def steps_cmd():
         kind = "global" if issubclass(cls, GlobalStep) else "batch"
         doc = (cls.__doc__ or "").strip().splitlines()
         click.echo(f"{name:<22} {kind:<6} {doc[0] if doc else ''}")
-
-
-COMMANDS = [run_cmd, demo_cmd, steps_cmd]

@@ -1,5 +1,5 @@
 """Commands: ``curate train rm CONFIG`` (``rm_cmd``, mounted under ``curate train``) and
-``curate sample CONFIG`` (``sample_cmd``, top level through ``COMMANDS``)."""
+``curate sample CONFIG`` (``sample_cmd``, top level through ``curate.cli.COMMANDS``)."""
 from __future__ import annotations
 
 import json
@@ -117,6 +117,3 @@ def sample_cmd(config, select_only):
     report = run_sampling(cfg, log=click.echo)
     click.echo(f"kept {report['kept']} answers for {report['prompts']} prompts; "
                f"wrote {Path(cfg.out_dir) / 'selected.jsonl'}")
-
-
-COMMANDS = [sample_cmd]

@@ -81,7 +81,6 @@ def export_hf_cmd(ckpt, out, tokenizer):
     Example:
       curate train export-hf runs/pretrain-small/checkpoints/step_00002000 out/hf --tokenizer runs/tok/tokenizer.model
     """
-
     model = load_model(ckpt)
     save_hf(model, out)
     if tokenizer:
@@ -167,10 +166,4 @@ def tokenize_cmd(inputs, tokenizer, out, dtype, text_column):
                f"({index['dtype']}, {len(index['files'])} files), {skipped} empty rows skipped")
 
 
-def _mount_reward() -> None:
-    train_group.add_command(rm_cmd)
-
-
-_mount_reward()
-
-COMMANDS = [train_group, generate_cmd, shards_group]
+train_group.add_command(rm_cmd)  # reward models live in their own module
