@@ -136,6 +136,7 @@ def encode_all(examples, tokenizer, template: str = "llama2", max_len: int | Non
 @dataclass
 class Row:
     """One packed training row, already shifted: ``inputs[t]`` predicts ``targets[t]``."""
+
     inputs: list[int]
     targets: list[int]
     positions: list[int]
