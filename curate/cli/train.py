@@ -5,7 +5,6 @@ Every command is a thin layer over the Python API (``train.run``, ``train.data``
 """
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +18,7 @@ from curate.cli.reward import rm_cmd
 from train.config import PretrainConfig, load_config
 from train.data import tokenize_shards
 from train.generate import generate
+from train.hf import save_hf
 from train.run import load_model, pretrain, sft
 from train.tokenizer import Tokenizer, train_bpe
 
