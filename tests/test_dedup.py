@@ -13,10 +13,10 @@ from datasketch.lsh import _optimal_param
 from curate.dedup import lsh
 from curate.dedup.minhash import band_keys, jaccard, minhash_signatures, optimal_bands, shingle_hash32
 from curate.dedup.normalize import normalize_exact, normalize_words
+from curate.basics.errors import CurateError
 from curate.dedup.unionfind import UnionFind
-from curate.errors import CurateError
-from curate.pipeline.step import build_step
 from curate.record import Document
+from experiments.steps import build_step
 
 
 def reference_ngrams(text: str, n: int = 5) -> list[str]:
@@ -276,7 +276,7 @@ def test_cli_matches_curate_run(planted, tmp_path):
     from click.testing import CliRunner
 
     from curate.cli import cli
-    from curate.dedup.cli import dedup_config
+    from curate.cli.dedup import dedup_config
     from curate.pipeline.runner import run_pipeline
 
     docs, _ = planted

@@ -14,7 +14,7 @@ from reliability_helpers import balanced, kept, real_texts, rejects, run
 
 from curate.dedup import lsh
 from curate.dedup.steps import MinHashDedup
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
 from curate.filters.keep_if import KeepIf
 from curate.pipeline.config import load_config
 from curate.record import Document

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from reliability_helpers import ROOT, balanced, kept, real_texts, rejects, run
 
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
 from curate.pipeline.config import load_config
-from curate.pipeline.step import build_step
+from curate.steps import build_step
 
 
 def write_jsonl(path, texts, prefix="g"):
@@ -93,7 +93,7 @@ def test_plot_labels_do_not_interpret_dollars():
 
 
 def test_vendor_dir_names_stay_inside():
-    from annotations.arms import safe_name
+    from experiments.harness import safe_name
 
     for name in ("..", ".", "...", "a/../b", "", r"$\frac$"):
         assert safe_name(name) not in ("", ".", "..") and "/" not in safe_name(name)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
 
 from train.model import Llama, LlamaConfig
 

@@ -17,7 +17,7 @@ from typing import Iterator
 
 import xxhash
 
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
 from curate.io.zstdstream import ZstdReader
 from curate.pipeline.params import flag, number, text
 

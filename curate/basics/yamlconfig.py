@@ -1,12 +1,13 @@
 """Reading YAML configs safely, with one-line errors."""
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
 
 MAX_CONFIG_VALUES = 1_000_000  # values in a config once YAML aliases are expanded
 
@@ -67,8 +68,6 @@ def check_expanded_size(data: Any, where: str, limit: int = MAX_CONFIG_VALUES) -
 def check_keys(raw: Any, cls, required: tuple[str, ...], what: str) -> None:
     """One-line CurateErrors for a config mapping meant for dataclass ``cls``: not a
     mapping, a key ``cls`` has no field for, or a missing ``required`` key."""
-    from dataclasses import fields
-
     if not isinstance(raw, dict):
         raise CurateError(f"{what}: expected a mapping")
     names = {f.name for f in fields(cls)}
