@@ -12,16 +12,17 @@ from html import escape
 import matplotlib
 
 matplotlib.use("Agg")
+matplotlib.rcParams["text.parse_math"] = False  # labels are data (vendor names): a '$' is not mathtext
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from annotations.profile import LENGTH_EDGES  # noqa: E402
-from curate.report.html import STYLE, page  # noqa: E402,F401  (STYLE: compare_report imports it from here)
-from curate.report.html import png as _png  # noqa: E402
-from curate.report.html import table as _table  # noqa: E402
+from curate.report.html import STYLE, page  # noqa: E402,F401  (STYLE: other reports import it from here)
+from curate.report.html import png as png_img  # noqa: E402
+from curate.report.html import table as html_table  # noqa: E402
 
 
-def _summary(profile: dict) -> str:
+def summary_html(profile: dict) -> str:
     header = ["vendor", "read", "kept", "removed", "rejected", "kinds", "turns (mean)", "prompt words p50",
               "answer words p50", "answer tokens p50", "distinct-1 (type/token)", "distinct-2", "exact dup", "near dup",
               "languages", "price/example", "cost/kept"]
@@ -41,7 +42,7 @@ def _summary(profile: dict) -> str:
     if not profile["settings"]["tokenizer"]:
         notes.append("token lengths not measured (no tokenizer given)")
     note = "".join(f'<p class="note">{escape(n)}</p>' for n in notes)
-    return "<h2>Summary</h2>" + _table(header, rows) + note
+    return "<h2>Summary</h2>" + html_table(header, rows) + note
 
 
 def _lengths(profile: dict) -> str:
@@ -61,7 +62,7 @@ def _lengths(profile: dict) -> str:
         ax.set_title(key.replace("_", " "))
         ax.set_ylabel("share of vendor")
     axes[0][0].legend(fontsize=8)
-    return "<h2>Length distributions</h2>" + _png(fig)
+    return "<h2>Length distributions</h2>" + png_img(fig)
 
 
 def _checks(profile: dict) -> str:
@@ -82,8 +83,8 @@ def _checks(profile: dict) -> str:
     def style(k, v):
         return f' class="{escape(v)}"' if k == 1 else ' class="text"' if k == len(vendors) + 2 else ""
 
-    return ("<h2>Check failure rates</h2>" + _png(fig)
-            + _table(["check", "severity", *vendors, "what it finds"], rows, style))
+    return ("<h2>Check failure rates</h2>" + png_img(fig)
+            + html_table(["check", "severity", *vendors, "what it finds"], rows, style))
 
 
 def heatmap(matrix: np.ndarray, names: list[str], cmap: str, xlabel: str | None = None):
@@ -110,7 +111,7 @@ def _overlap(profile: dict) -> str:
     rows = [[a, *[f"{x:.1%}" for x in matrix[i]]] for i, a in enumerate(names)]
     return (f"<h2>Prompt overlap between vendors</h2><p>Share of the row vendor's records whose prompt has a "
             f"near-duplicate (MinHash Jaccard ≥ {t:g}) among the column vendor's; the diagonal is the "
-            f"within-vendor near-duplicate rate.</p>" + _png(fig) + _table(["vendor", *names], rows))
+            f"within-vendor near-duplicate rate.</p>" + png_img(fig) + html_table(["vendor", *names], rows))
 
 
 def _scores(profile: dict) -> str:
@@ -128,8 +129,8 @@ def _scores(profile: dict) -> str:
         ax.legend(fontsize=8)
         rows = [[vendor, v["n"], v["unscored"], v.get("mean"), v.get("p10"), v.get("p50"), v.get("p90"),
                  s["preference_agreement"].get(vendor)] for vendor, v in s["vendors"].items()]
-        parts += [f"<h3>{escape(name)}</h3>", _png(fig),
-                  _table(["vendor", "scored", "unscored", "mean", "p10", "p50", "p90", "chosen > rejected"], rows)]
+        parts += [f"<h3>{escape(name)}</h3>", png_img(fig),
+                  html_table(["vendor", "scored", "unscored", "mean", "p10", "p50", "p90", "chosen > rejected"], rows)]
     return "".join(parts)
 
 
@@ -151,6 +152,6 @@ def _worst(profile: dict) -> str:
 
 def render_html(profile: dict, title: str = "Vendor profile") -> str:
     """The whole report as one HTML string."""
-    sections = [("summary", _summary), ("lengths", _lengths), ("checks", _checks),
+    sections = [("summary", summary_html), ("lengths", _lengths), ("checks", _checks),
                 ("overlap", _overlap), ("scores", _scores), ("worst", _worst)]
     return page(title, [(sid, make(profile)) for sid, make in sections])

@@ -8,10 +8,13 @@ directly (config.json + safetensors, sharded with model.safetensors.index.json o
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from pathlib import Path
 
 import torch
+
+from curate.basics.errors import CurateError
 
 from train.model import Llama, LlamaConfig
 
@@ -133,7 +136,7 @@ def _read_hf_tensors(path: Path):
     if not bins:
         raise FileNotFoundError(f"no safetensors or pytorch_model*.bin weights in {path}")
     for b in bins:
-        yield from torch.load(b, map_location="cpu", weights_only=True).items()
+        yield from _load_pth(b).items()
 
 
 def load_hf(path, device=None, dtype=None) -> Llama:
@@ -203,10 +206,15 @@ def half_to_interleaved(w: torch.Tensor, n_heads: int) -> torch.Tensor:
 
 
 def _load_pth(file: Path) -> dict:
-    try:  # memory-mapped: a 70B shard is not read whole before the merge
-        return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # pre-zip (legacy) torch.save files cannot be mapped
-        return torch.load(file, map_location="cpu", weights_only=True)
+    """Tensors of a torch checkpoint file; anything but plain tensors is refused
+    (``weights_only``) with a one-line CurateError."""
+    try:
+        try:  # memory-mapped: a 70B shard is not read whole before the merge
+            return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # pre-zip (legacy) torch.save files cannot be mapped
+            return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CurateError(f"refused to load {file}: it holds more than tensors ({str(e).splitlines()[0][:120]})") from None
 
 
 def load_meta(path, device=None, dtype=None) -> Llama:

@@ -17,7 +17,7 @@ from pathlib import Path
 import zstandard
 
 from curate.io.sources import Shard, compression, open_binary
-from curate.io.writers import atomic_path
+from curate.basics.files import atomic_path
 
 READ_BYTES = 8 << 20
 

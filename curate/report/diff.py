@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
 from curate.report import collect
 from curate.report.html import page, table
 

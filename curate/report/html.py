@@ -13,7 +13,10 @@ import sys
 from html import escape
 from typing import Any, Callable
 
+import matplotlib
 from matplotlib.figure import Figure
+
+matplotlib.rcParams["text.parse_math"] = False  # labels are data (step, rule, language names): a '$' is not mathtext
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 24px; color: #222; max-width: 1150px; }

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from curate.errors import CurateError
-from curate.io.writers import atomic_path
+from curate.basics.errors import CurateError
+from curate.basics.files import atomic_path
 from curate.report import collect
 from curate.report.html import page, png, subplots, table
 
