@@ -6,6 +6,9 @@ from pathlib import Path
 import click
 
 from curate.basics.errors import CurateError
+from curate.basics.files import atomic_path
+from curate.report.diff import diff_html, diff_runs, diff_text
+from curate.report.run_report import write_run_report
 
 
 @click.command("report")
@@ -19,8 +22,6 @@ def report_cmd(out):
     Example:
       curate report out/web
     """
-    from curate.report.run_report import write_run_report
-
     if not Path(out).is_dir():
         raise CurateError(f"output folder not found: {out}")
     click.echo(str(write_run_report(out)))
@@ -41,9 +42,6 @@ def diff_cmd(out_a, out_b, html_path, show_all):
     Example:
       curate diff out/strict out/loose --html diff.html
     """
-    from curate.basics.files import atomic_path
-    from curate.report.diff import diff_html, diff_runs, diff_text
-
     for out in (out_a, out_b):
         if not Path(out).is_dir():
             raise CurateError(f"output folder not found: {out}")
