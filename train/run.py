@@ -158,7 +158,7 @@ def sft(cfg=None, *, model: Llama | None = None, tokenizer=None, examples=None, 
     if run_dir is not None and world.is_main:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
     data = SFTBatches(encoded, tc.seq_len, tc.batch_size, seed, pack_examples, pad_id,
-                      world.rank, world.world_size)
+                      world.rank, world.world_size, fixed_length=tc.compile)
     val = _val_batches(val_enc[world.rank:: world.world_size], tc, pad_id)
     torch.manual_seed(seed)
     net = prepare_model(model, tc, world)

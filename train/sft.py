@@ -182,14 +182,17 @@ def collate(rows: list[Row], pad_id: int = 0, length: int | None = None) -> dict
 class SFTBatches:
     """Batches of packed rows. Every epoch shuffles the examples with
     ``seed + epoch``, packs them and serves ``batch_size`` rows per batch;
-    ``rank``/``world_size`` split each global batch like :class:`train.data.TokenWindows`."""
+    ``rank``/``world_size`` split each global batch like :class:`train.data.TokenWindows`.
+    ``fixed_length``: pad every batch to ``seq_len`` (one shape, so a compiled model never recompiles)."""
 
     def __init__(self, encoded: list[Encoded], seq_len: int, batch_size: int, seed: int = 0,
-                 pack: bool = True, pad_id: int = 0, rank: int = 0, world_size: int = 1):
+                 pack: bool = True, pad_id: int = 0, rank: int = 0, world_size: int = 1,
+                 fixed_length: bool = False):
         if not encoded:
             raise ValueError("no usable SFT examples")
         self.encoded, self.seq_len, self.batch_size, self.seed = encoded, seq_len, batch_size, seed
         self.pack, self.pad_id, self.rank, self.world_size = pack, pad_id, rank, world_size
+        self.fixed_length = fixed_length
         self.epoch, self.batch = 0, 0
         self._rows_epoch, self._rows = -1, []
 
@@ -212,7 +215,7 @@ class SFTBatches:
         start = self.batch * g + self.rank * self.batch_size
         picked = [rows[i % len(rows)] for i in range(start, start + self.batch_size)]
         self.batch += 1
-        return collate(picked, self.pad_id)
+        return collate(picked, self.pad_id, self.seq_len if self.fixed_length else None)
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "batch": self.batch, "seed": self.seed}
