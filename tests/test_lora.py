@@ -93,33 +93,24 @@ def test_bad_targets_are_one_line_errors():
         LoRAConfig(rank=0)
 
 
-def test_lora_loss_falls_on_real_sft_data():
-    from pathlib import Path
-
+def test_lora_loss_falls_on_real_sft_data(demo_sft):
     from train.run import sft
-    from train.sft import load_examples
-    from train.tokenizer import train_bpe
 
-    data = Path(__file__).resolve().parents[1] / "examples/compare/alpaca_en_demo.json"
-    examples = load_examples(data)[:200]
-    texts = [m["content"] for ex in examples for m in ex["messages"]]
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as d:
-        tok = train_bpe(texts, 400, Path(d) / "tok.model")
+    examples, tok, _ = demo_sft
     torch.manual_seed(0)
     model = Llama(get_config("tiny", vocab_size=tok.vocab_size, dim=64, n_heads=4, n_kv_heads=2))
     # LoRA cannot teach a random model (its frozen output layer and final norm bound the logits near
     # uniform), so first a brief full fine-tune on other examples makes a "base"
     warm = dict(steps=30, batch_size=8, seq_len=256, lr=3e-3, warmup_steps=5, eval_every=0, log_every=30)
     model, _ = sft(model=model, tokenizer=tok, examples=examples[8:], hyperparams=warm, seed=1)
-    apply_lora(model, LoRAConfig(rank=8, alpha=16, targets=ALL))
-    before = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
     hp = dict(steps=40, batch_size=4, seq_len=256, lr=1e-2, warmup_steps=5, eval_every=0, log_every=40)
     trained, result = sft(model=model, tokenizer=tok, examples=examples[:8], hyperparams=hp, seed=0,
-                          copy_model=False)
+                          method="lora", lora=dict(rank=8, alpha=16, targets=ALL))
     first, last = sum(result.losses[:5]) / 5, sum(result.losses[-5:]) / 5
     assert last < first - 0.1, (first, last)
-    for n, p in trained.named_parameters():
-        if n in before:
-            assert torch.equal(p, before[n]), n  # the base never moves
+    assert trained is not model and trainable_parameters(trained) == 2 * 8 * (2 * 128 + 2 * 96 + 3 * (64 + 176))
+    shared = {id(p) for p in trained.parameters()} & {id(p) for p in model.parameters()}
+    assert len(shared) == len(before)  # the LoRA copy holds the base's tensors, not copies
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]), n  # and the base never moves

@@ -76,7 +76,10 @@ def pretrain_cmd(config, resume):
 @click.argument("config", type=click.Path(dir_okay=False))
 def sft_cmd(config):
     """Supervised fine-tuning as described by CONFIG (YAML): prompt tokens masked, answers
-    followed by EOS, examples packed without attending to each other.
+    followed by EOS, examples packed without attending to each other. `method: lora` trains
+    adapters on a frozen base (written to RUN/adapter in PEFT's layout); `init_from` may be a
+    Hugging Face Llama folder (its tokenizer and chat template are used unless given). A memory
+    estimate is printed first; a run that cannot fit stops with what to change.
 
     \b
     Example:
@@ -92,22 +95,29 @@ def sft_cmd(config):
 @train_group.command("export-hf")
 @click.argument("ckpt", type=click.Path(file_okay=False))
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--tokenizer", type=click.Path(), help="Copy this tokenizer.model / tokenizer.json beside the weights.")
-def export_hf_cmd(ckpt, out, tokenizer):
-    """Write checkpoint CKPT as a Hugging Face LlamaForCausalLM directory OUT.
+@click.option("--tokenizer", type=click.Path(), help="Copy this tokenizer (a .model or .json file) beside the weights.")
+@click.option("--template", type=click.Choice(["llama2", "plain"]), default="llama2", show_default=True,
+              help="Chat template written to tokenizer_config.json (unless the tokenizer's folder has one).")
+def export_hf_cmd(ckpt, out, tokenizer, template):
+    """Write checkpoint CKPT as a Hugging Face LlamaForCausalLM directory OUT. With --tokenizer, the
+    tokenizer goes in as tokenizer.model / tokenizer.json with a tokenizer_config.json carrying the
+    chat template, so `curate generate OUT` and transformers' AutoTokenizer both load OUT.
 
     \b
     Example:
-      curate train export-hf runs/pretrain-small/checkpoints/step_00002000 out/hf --tokenizer runs/tok/tokenizer.model
+      curate train export-hf runs/pretrain-small/checkpoints/step_00002000 out/hf --tokenizer runs/tok/tok.model
     """
-    import shutil
-
     from train.run import load_model
+    from train.sft import CHAT_TEMPLATES
+    from train.tokenizer import export_hf_tokenizer
 
+    if tokenizer and not Path(tokenizer).is_file():
+        raise CurateError(f"--tokenizer {tokenizer}: no such file")
     model = load_model(ckpt)
     model.save_hf(out)
     if tokenizer:
-        shutil.copy(tokenizer, Path(out) / Path(tokenizer).name)
+        tok = _load_tokenizer(tokenizer)
+        export_hf_tokenizer(tokenizer, out, tok.chat_template or CHAT_TEMPLATES[template])
     click.echo(f"wrote {out}")
 
 

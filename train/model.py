@@ -331,13 +331,17 @@ class Llama(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.tok_embeddings.weight.numel() if exclude_embeddings else n
 
-    def flops_per_token(self, seq_len: int) -> float:
+    def flops_per_token(self, seq_len: int, frozen_weights: bool = False) -> float:
         """Training FLOPs per token (forward + backward): 6 * N + 12 * n_layers * dim * seq_len.
+        frozen_weights (LoRA): the backward computes no weight gradients, so 4 * N instead of 6 * N
+        (the adapters' own FLOPs are negligible and not counted).
 
         N excludes the input embedding table. The attention term is PaLM's convention (QK^T and AV,
         forward + backward, counted over the full seq_len x seq_len square, i.e. without halving
         for the causal mask), so MFU figures compare with PaLM / nanoGPT / torchtitan numbers."""
-        return 6 * self.num_params(exclude_embeddings=True) + 12 * self.cfg.n_layers * self.cfg.dim * seq_len
+        n = sum(p.numel() for name, p in self.named_parameters()
+                if not name.startswith("tok_embeddings") and "lora_" not in name)
+        return (4 if frozen_weights else 6) * n + 12 * self.cfg.n_layers * self.cfg.dim * seq_len
 
     def kv_cache_bytes_per_token(self, dtype=torch.bfloat16) -> int:
         """Bytes of keys + values one token takes in the cache, per sequence: 2 * n_layers * kv_heads * head_dim * itemsize."""

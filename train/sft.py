@@ -27,6 +27,53 @@ import torch.nn.functional as F
 IGNORE = -100
 TEMPLATES = ("llama2", "plain")
 
+# The same two templates in Jinja, as transformers' apply_chat_template reads them from
+# tokenizer_config.json (the llama2 one is Meta's Llama-2-chat template); export-hf writes them.
+CHAT_TEMPLATES = {
+    "llama2": (
+        "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
+        "{% set system_message = messages[0]['content'].strip() %}{% else %}{% set loop_messages = messages %}"
+        "{% set system_message = false %}{% endif %}{% for message in loop_messages %}"
+        "{% if loop.index0 == 0 and system_message != false %}"
+        "{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'].strip() %}"
+        "{% else %}{% set content = message['content'].strip() %}{% endif %}"
+        "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content + ' [/INST]' }}"
+        "{% elif message['role'] == 'assistant' %}{{ ' ' + content + ' ' + eos_token }}{% endif %}{% endfor %}"),
+    "plain": (
+        "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
+        "{% set prefix = messages[0]['content'].strip() + '\\n\\n' %}{% else %}{% set loop_messages = messages %}"
+        "{% set prefix = '' %}{% endif %}{% for message in loop_messages %}{% if message['role'] == 'user' %}"
+        "{% if loop.index0 == 0 %}{{ bos_token + prefix }}{% endif %}"
+        "{{ '### User:\\n' + message['content'].strip() + '\\n\\n### Assistant:\\n' }}"
+        "{% else %}{{ message['content'].strip() + eos_token }}{% endif %}{% endfor %}"),
+}
+
+
+def resolve_template(template: str | None, tokenizer) -> str:
+    """``template`` if given, else the one the tokenizer's chat template renders, else "llama2".
+    Raises ValueError when the tokenizer carries a chat template in another format."""
+    if template is not None:
+        if template not in TEMPLATES:
+            raise ValueError(f"unknown chat template {template!r} (choose from {', '.join(TEMPLATES)})")
+        return template
+    chat = getattr(tokenizer, "chat_template", None)
+    if chat and template_of(chat) is None:
+        raise ValueError("the tokenizer's chat template is not a format curate renders; "
+                         f"set template: to one of {', '.join(TEMPLATES)}")
+    return template_of(chat) or "llama2"
+
+
+def template_of(chat_template: str | None) -> str | None:
+    """Which of TEMPLATES a Jinja chat template renders (Llama 2's [INST] format or the plain
+    ### User: one), or None for any other format."""
+    if not chat_template:
+        return None
+    if "[INST]" in chat_template:
+        return "llama2"
+    if "### User:" in chat_template:
+        return "plain"
+    return None
+
 
 @dataclass
 class Encoded:
