@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from train.hf import save_hf
 from train.lora import (LoRAConfig, LoRALinear, apply_lora, load_adapter, lora_modules, merge,
                         merged_copy, save_adapter, trainable_parameters, unmerge)
 from train.model import Llama, get_config
@@ -69,7 +70,7 @@ def test_peft_loads_our_adapter_onto_the_exported_base(tmp_path):
     transformers = pytest.importorskip("transformers")
     peft = pytest.importorskip("peft")
     plain = base()
-    plain.save_hf(tmp_path / "base")
+    save_hf(plain, tmp_path / "base")
     model = with_random_adapters(base(), LoRAConfig(rank=4, alpha=12, targets=("q", "v", "gate", "down")))
     save_adapter(model, tmp_path / "adapter", base_name=str(tmp_path / "base"))
     cfg = json.loads((tmp_path / "adapter/adapter_config.json").read_text())

@@ -8,7 +8,8 @@ import yaml
 from click.testing import CliRunner
 
 from curate.cli import cli
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
+from train.hf import load_hf, save_hf
 from train.memory import check_fits, estimate_memory, largest_batch, lora_param_count
 from train.model import Llama, get_config
 
@@ -53,7 +54,7 @@ def base_dir(tmp_path_factory, demo_sft):
     _, tok, tok_path = demo_sft
     root = tmp_path_factory.mktemp("sftbase")
     torch.manual_seed(0)
-    Llama(get_config("tiny", vocab_size=tok.vocab_size)).save_hf(root / "base")
+    save_hf(Llama(get_config("tiny", vocab_size=tok.vocab_size)), root / "base")
     export_hf_tokenizer(tok_path, root / "base")  # a Hugging Face folder, tokenizer inside
     return root
 
@@ -78,7 +79,7 @@ def test_sft_cli_lora_prints_estimate_and_writes_adapter(base_dir):
     assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
     from train.lora import load_adapter
 
-    model = load_adapter(Llama.from_hf(base_dir / "base"), adapter)
+    model = load_adapter(load_hf(base_dir / "base"), adapter)
     assert sum(1 for n, _ in model.named_parameters() if "lora_A" in n) == 2 * 3
 
 

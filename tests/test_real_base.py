@@ -8,6 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from curate.cli import cli
+from train.hf import save_hf
 from train.model import Llama, get_config
 from train.run import load_model
 from train.sft import CHAT_TEMPLATES, render, template_of
@@ -72,7 +73,7 @@ def test_export_hf_missing_tokenizer_is_one_line_error(exported, tmp_path):
 def test_sharded_hf_folder_loads_as_base_in_bf16(tmp_path):
     torch.manual_seed(0)
     model = Llama(get_config("tiny", vocab_size=300)).to(torch.bfloat16)
-    model.save_hf(tmp_path, max_shard_bytes=8_000)
+    save_hf(model, tmp_path, max_shard_bytes=8_000)
     assert len(list(tmp_path.glob("model-*.safetensors"))) > 2
     base = load_model(tmp_path, dtype=torch.bfloat16)
     assert all(p.dtype == torch.bfloat16 for p in base.parameters())

@@ -15,7 +15,7 @@ Targets name projections as PEFT does for a transformers Llama: q, k, v, o (atte
 down (SwiGLU), with or without the ``_proj`` suffix. Saved adapters are what PEFT writes:
 ``adapter_config.json`` + ``adapter_model.safetensors`` with keys
 ``base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight``; ``peft.PeftModel.from_pretrained``
-loads them onto the same base exported with ``Llama.save_hf``.
+loads them onto the same base exported with ``train.hf.save_hf``.
 """
 from __future__ import annotations
 

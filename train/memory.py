@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
 from train.model import LlamaConfig
 
 GB = 1e9

@@ -16,15 +16,17 @@ from pathlib import Path
 
 import torch
 
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
 from train import distributed
 from train.checkpoint import latest_checkpoint, load_checkpoint
 from train.config import PretrainConfig, SFTConfig, TrainConfig, load_config
 from train.data import TokenWindows
+from train.hf import load_hf
 from train.lora import LoRAConfig, apply_lora, save_adapter
 from train.memory import check_fits, device_memory, estimate_memory
 from train.model import Llama, get_config
 from train.sft import SFTBatches, collate, encode_all, load_examples, pack, resolve_template
+from train.tokenizer import Tokenizer
 from train.trainer import LoopState, build_optimizer, prepare_model, train_loop
 
 
@@ -73,7 +75,7 @@ def load_model(path: str | Path, device=None, dtype: torch.dtype = torch.float32
     if "dim" in json.loads(config.read_text()):
         return Llama.load(path, device=device, dtype=dtype)
     try:
-        return Llama.from_hf(path, device=device, dtype=dtype)
+        return load_hf(path, device=device, dtype=dtype)
     except (ValueError, KeyError, FileNotFoundError) as e:
         raise CurateError(f"{path}: not a Llama checkpoint we can load: {e}") from None
 
@@ -198,8 +200,6 @@ def sft(cfg=None, *, model: Llama | None = None, tokenizer=None, examples=None, 
 
 
 def _sft_tokenizer(cfg: SFTConfig):
-    from train.tokenizer import Tokenizer
-
     source = cfg.tokenizer or cfg.init_from
     try:
         return Tokenizer.from_file(source)
