@@ -7,6 +7,8 @@ backends behave the same (a Llama 2 tokenizer.json would otherwise add BOS in it
 from __future__ import annotations
 
 import io
+import json
+import shutil
 from pathlib import Path
 from typing import Iterable
 
@@ -85,8 +87,6 @@ class Tokenizer:
 
 def read_chat_template(folder: Path) -> str | None:
     """The ``chat_template`` of ``folder/tokenizer_config.json`` (or chat_template.jinja), or None."""
-    import json
-
     jinja = folder / "chat_template.jinja"
     if jinja.is_file():
         return jinja.read_text()
@@ -102,9 +102,6 @@ def export_hf_tokenizer(src, out_dir, chat_template: str | None = None) -> Path:
     """Copy tokenizer file ``src`` into ``out_dir`` under its canonical name (tokenizer.model or
     tokenizer.json) and write tokenizer_config.json (special tokens, ``chat_template``) so that
     both ``Tokenizer.from_file(out_dir)`` and ``transformers.AutoTokenizer`` load it. Returns the copy."""
-    import json
-    import shutil
-
     src, out_dir = Path(src), Path(out_dir)
     tok = Tokenizer.from_file(src)
     name = "tokenizer.json" if src.suffix == ".json" else "tokenizer.model"

@@ -7,6 +7,10 @@ prompt that any vendor also has is removed first (decontamination). The result h
 
 * per vendor: held-out answer loss (nats/token, lower is better), mean and 95% interval;
   per pair: the difference, its interval and a verdict (:mod:`experiments.stats`);
+* the same for prompt-following (higher is better): the held-out answer loss after a mismatched
+  prompt minus after the right one, per fine-tuned model. The mismatches are drawn once
+  (``mismatch_seed``) and shared by every arm. Answers that do not fit their prompts teach a
+  model to ignore the prompt, which this sees where the loss (mostly fluency) does not;
 * the win-rate matrix (per prompt and seed, whose held-out loss is lower; with a reward model,
   whose generated answer the reward model prefers, and the mean reward per vendor);
 * what the metric can see: the base model's prompt-conditioning gain, and the noise floor
@@ -26,6 +30,7 @@ Config (YAML, paths relative to it)::
     noise_floor: acme            # vendor split in halves; default the first; null to skip
     reward_model: null           # a train/reward.py directory: adds reward scores and win rates
     train: {lr: 1.0e-3, batch_size: 8, seq_len: 256}
+    method: full                 # or lora (lora: {rank: 8, alpha: 16, targets: [q, k, v, o]})
 """
 from __future__ import annotations
 
@@ -82,11 +87,15 @@ class CompareConfig:
     lid_model: str | None = None
     n_boot: int = 2000
     seed: int = 0
+    method: str = "full"
+    lora: dict = field(default_factory=dict)
+    mismatch_seed: int = 0
 
     def settings(self) -> Settings:
         base = Settings()
         return Settings(seeds=self.seeds, budget=self.budget, max_budget=self.max_budget, steps=self.steps,
-                        epochs=self.epochs, template=self.template, train={**base.train, **self.train})
+                        epochs=self.epochs, template=self.template, train={**base.train, **self.train},
+                        method=self.method, lora=dict(self.lora), mismatch_seed=self.mismatch_seed)
 
 
 def load_config(path) -> CompareConfig:
@@ -194,8 +203,11 @@ def _with_answer(ex: dict, answer: str) -> dict:
 
 def compare(vendors: dict[str, list[dict]], base, tokenizer, heldout: list[dict], settings: Settings,
             out: str | Path, noise_floor: str | None = None, prices: dict | None = None, reward=None,
-            max_new_tokens: int = 64, n_boot: int = 2000, seed: int = 0, quiet: bool = True) -> dict:
+            max_new_tokens: int = 64, n_boot: int = 2000, seed: int = 0, quiet: bool = True,
+            workers: int = 1, executor: str = "local", address: str | None = None) -> dict:
     """Run the comparison in ``out`` (resumable) and return the JSON-ready result.
+    ``workers``: (vendor, seed) runs in that many processes, one per device; ``executor="ray"``:
+    one Ray task (one GPU) per run on the cluster at ``address``. Results equal a sequential run's.
 
     ``vendors``: name -> conversations; ``heldout``: already decontaminated. ``noise_floor``: the
     vendor whose two random halves (per seed) measure the noise floor, or None. ``reward``:
@@ -210,7 +222,7 @@ def compare(vendors: dict[str, list[dict]], base, tokenizer, heldout: list[dict]
                  for k in range(2)]
     harness = Harness(arms, base, tokenizer, heldout, settings, out)
     scorer = _reward_scorer(reward, tokenizer, harness.heldout, settings.template, max_new_tokens) if reward else None
-    results = harness.run(scorer, quiet=quiet)
+    results = harness.run(scorer, quiet=quiet, workers=workers, executor=executor, address=address)
     base_path = Path(out) / "base.json"
     base_losses = json.loads(base_path.read_text()) if base_path.is_file() else {}
     if "heldout" not in base_losses:
@@ -238,6 +250,17 @@ def summarize(harness: Harness, results: dict, base_losses: dict, names: list[st
                                                               seed=seed)["pairs"][f"{halves[0]}|{halves[1]}"]}
         for pair in loss_stats["pairs"].values():
             pair["below_noise_floor"] = abs(pair["diff"]) < out.noise_floor["floor"]
+    following = metric(results, "prompt_following")
+    if all(n in following for n in names):
+        out.prompt_following = stats.compare_arms({n: following[n] for n in names}, higher_is_better=True,
+                                                  n_boot=n_boot, seed=seed)
+        if noise_arm and all(h in following for h in halves):
+            floor = stats.noise_floor(following[halves[0]], following[halves[1]], n_boot, seed)
+            half = stats.compare_arms({h: following[h] for h in halves}, higher_is_better=True, n_boot=n_boot,
+                                      seed=seed)["pairs"][f"{halves[0]}|{halves[1]}"]
+            out.prompt_following["noise_floor"] = {**floor, "half_vs_half": half}
+            for pair in out.prompt_following["pairs"].values():
+                pair["below_noise_floor"] = abs(pair["diff"]) < floor["floor"]
     rewards = metric(results, "reward")
     if all(n in rewards for n in names):
         out.reward = stats.compare_arms({n: rewards[n] for n in names}, higher_is_better=True, n_boot=n_boot,
@@ -301,7 +324,8 @@ def _reward_scorer(reward, tokenizer, heldout, template, max_new_tokens):
     return scorer
 
 
-def run_config(cfg: CompareConfig, out: str | Path | None = None, quiet: bool = True) -> dict:
+def run_config(cfg: CompareConfig, out: str | Path | None = None, quiet: bool = True, workers: int = 1,
+               executor: str = "local", address: str | None = None) -> dict:
     """Everything `curate vendors compare` does: read, profile, decontaminate, train, report.
     Returns the result dict (also written as compare.json + compare.html in the output folder)."""
     out = Path(out or cfg.out or "out/compare")
@@ -329,7 +353,7 @@ def run_config(cfg: CompareConfig, out: str | Path | None = None, quiet: bool = 
     noise = (next(iter(vendors)) if noise is True else noise) or None
     prices = {d.vendor.name: d.vendor.price_per_example for d in datas}
     result = compare(vendors, base, tokenizer, heldout, cfg.settings(), out, noise, prices, reward,
-                     cfg.max_new_tokens, cfg.n_boot, cfg.seed, quiet)
+                     cfg.max_new_tokens, cfg.n_boot, cfg.seed, quiet, workers, executor, address)
     result["heldout"] = {"path": cfg.heldout, "size": len(heldout), "dropped_contaminated": dropped}
     result["profile"] = profile
     result["reward_model"] = reward_info
