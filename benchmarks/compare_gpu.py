@@ -8,7 +8,8 @@
    document mask hides, where a dense mask sends SDPA to its slow kernels).
 2. Llama-2-7B shapes with LoRA in bf16: the largest batch x seq the estimate fits in 80 GB, and on a
    GPU with the memory to try it, one training step at that size with the measured peak.
-3. (--compare) the wall time of a whole comparison: 3 vendors x 2 seeds, for each method.
+3. The wall time of a whole comparison (experiments.compare.run.compare): 3 vendors x 2 seeds,
+   for each method, one worker process per GPU.
 
     python benchmarks/compare_gpu.py                 # on a GPU (about 5 minutes on an H100/H200)
     python benchmarks/compare_gpu.py --tiny          # on CPU: a small model, a few steps, to show it runs
@@ -63,12 +64,13 @@ class Windows:
 
 
 def build(cfg, method: str, device: torch.device):
-    """A randomly initialised model: float32 for full fine-tuning, a bf16 base with LoRA on a GPU."""
+    """A randomly initialised model: float32 for full fine-tuning; for "lora" (adapters added) and
+    "base-bf16" (none) a base created directly in bf16 on a GPU, never in float32."""
     gpu = device.type == "cuda"
     torch.manual_seed(0)
     old = torch.get_default_dtype()
-    if method == "lora" and gpu:
-        torch.set_default_dtype(torch.bfloat16)  # the frozen base is created in bf16, never in fp32
+    if method != "full" and gpu:
+        torch.set_default_dtype(torch.bfloat16)
     with torch.device(device):
         model = Llama(cfg)
     torch.set_default_dtype(old)
@@ -167,6 +169,38 @@ class RandomWindows:
         return {"inputs": d[:, :-1], "targets": d[:, 1:]}
 
 
+def comparison_wall(cfg, tok, args, device) -> None:
+    """Part 3: the wall time of a whole comparison (3 vendors x 2 seeds) for each method, on the
+    bundled Alpaca data: clean, 30% of answer words replaced, answers shuffled between prompts.
+    The base is randomly initialised (this measures time; its verdicts mean nothing)."""
+    from experiments.compare import run as C
+    from experiments.compare.arms import Settings
+
+    examples = load_examples(ROOT / "examples/compare/alpaca_en_demo.json")
+    clean = examples[: args.vendor_size]
+    vendors = {"clean": clean, "noisy30": C.replace_words(clean, 0.3, seed=1),
+               "shuffled": C.shuffle_answers(clean, seed=1)}
+    heldout = C.sample(C.decontaminate(examples[-300:], vendors)[0], args.heldout, seed=0)
+    import tempfile
+
+    for method in ("lora", "full"):
+        base = build(cfg, "full" if method == "full" else "base-bf16", device)
+        train = {"lr": 1e-3 if method == "lora" else 1e-4, "batch_size": args.batch, "seq_len": args.seq,
+                 "warmup_steps": 2, "compile": device.type == "cuda"}
+        settings = Settings(seeds=2, budget="examples", steps=args.compare_steps, train=train, method=method,
+                            lora={"rank": LORA.rank, "alpha": LORA.alpha, "targets": list(LORA.targets)})
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory() as out:
+            result = C.compare(vendors, base, tok, heldout, settings, out, n_boot=500,
+                               workers=max(1, torch.cuda.device_count()))
+        wall = time.perf_counter() - t0
+        ranks = ", ".join(result["loss"]["ranking"])
+        print(f"  {method}: 3 vendors x 2 seeds x {args.compare_steps} steps (batch {args.batch} x seq {args.seq}), "
+              f"{len(heldout)} held-out prompts: {wall:.0f} s wall (ranking by loss: {ranks})", flush=True)
+        del base
+        gc.collect()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiny", action="store_true", help="CPU-sized model and a few steps")
@@ -174,9 +208,13 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=None)
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--warmup", type=int, default=None)
+    ap.add_argument("--compare-steps", type=int, default=None, help="SFT steps per (vendor, seed) run")
+    ap.add_argument("--vendor-size", type=int, default=None, help="examples per vendor")
+    ap.add_argument("--heldout", type=int, default=None)
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
-    defaults = dict(batch=2, seq=128, steps=3, warmup=1) if args.tiny else dict(batch=8, seq=2048, steps=10, warmup=4)
+    defaults = (dict(batch=2, seq=128, steps=3, warmup=1, compare_steps=2, vendor_size=24, heldout=12) if args.tiny
+                else dict(batch=8, seq=2048, steps=10, warmup=4, compare_steps=40, vendor_size=300, heldout=100))
     for k, v in defaults.items():
         setattr(args, k, getattr(args, k) or v)
     if device.type == "cuda":
@@ -187,9 +225,11 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = get_config(TINY if args.tiny else ONE_B)
-        encoded, _ = demo_tokens(cfg.vocab_size, Path(tmp))
+        encoded, tok = demo_tokens(cfg.vocab_size, Path(tmp))
         speed(cfg, encoded, args, device)
-    seven_b(device)
+        seven_b(device)
+        print("Whole comparison (experiments.compare, one worker per GPU):")
+        comparison_wall(cfg, tok, args, device)
     print(f"total wall {time.perf_counter() - t0:.0f} s")
 
 
