@@ -33,6 +33,13 @@ def test_7b_counts_by_hand():
     assert full.weights + full.gradients + full.optimizer == 16 * N_7B
 
 
+def test_time_estimate_by_hand():
+    from train.memory import estimate_seconds
+
+    per_token = 4 * (N_7B - 32000 * 4096) + 12 * 32 * 4096 * 1024  # 4N without the input table, + attention
+    assert estimate_seconds(SEVEN_B, "lora", 10**6, 1024, 1e15, mfu=0.5) == pytest.approx(10**6 * per_token / 5e14)
+
+
 def test_7b_lora_fits_80gb_but_full_does_not():
     budget = 80 * 10**9
     b = largest_batch(SEVEN_B, "lora", 4096, budget)

@@ -97,6 +97,18 @@ def estimate_memory(cfg: LlamaConfig, method: str = "full", batch_size: int = 8,
                           tokens * cfg.vocab_size * 10, CUDA_OVERHEAD if gpu else 0)
 
 
+ASSUMED_MFU = 0.3  # for time estimates only: what per-block compiled bf16 training reaches on H100-class GPUs
+
+
+def estimate_seconds(cfg: LlamaConfig, method: str, tokens: int, seq_len: int, peak_flops: float,
+                     mfu: float = ASSUMED_MFU) -> float:
+    """Seconds to train on ``tokens`` tokens at ``mfu`` of ``peak_flops`` (FLOP/s): Llama's training
+    FLOPs per token, 6N (full) or 4N (LoRA: no weight gradients) plus 12 * layers * dim * seq_len."""
+    per_token = ((6 if method == "full" else 4) * cfg.num_params(exclude_embeddings=True)
+                 + 12 * cfg.n_layers * cfg.dim * seq_len)
+    return tokens * per_token / (peak_flops * mfu)
+
+
 def device_memory(device) -> int:
     """Total bytes of ``device``: the GPU's memory, or the machine's physical RAM for CPU."""
     import torch

@@ -23,11 +23,11 @@ from train.config import PretrainConfig, SFTConfig, TrainConfig, load_config
 from train.data import TokenWindows
 from train.hf import load_hf
 from train.lora import LoRAConfig, apply_lora, save_adapter
-from train.memory import check_fits, device_memory, estimate_memory
+from train.memory import ASSUMED_MFU, check_fits, device_memory, estimate_memory, estimate_seconds
 from train.model import Llama, get_config
 from train.sft import SFTBatches, collate, encode_all, load_examples, pack, resolve_template
 from train.tokenizer import Tokenizer
-from train.trainer import LoopState, build_optimizer, prepare_model, train_loop
+from train.trainer import LoopState, build_optimizer, peak_flops, prepare_model, train_loop
 
 
 @dataclass
@@ -255,5 +255,11 @@ def check_memory(model_cfg, method: str, tc: TrainConfig, device, lora_cfg=None,
     budget = device_memory(device)
     if not quiet:
         print(est.describe(budget), flush=True)
+        peak = peak_flops(torch.device(device))
+        if peak:
+            tokens = tc.steps * tc.grad_accum * tc.batch_size * tc.seq_len
+            secs = estimate_seconds(model_cfg, method, tokens, tc.seq_len, peak)
+            print(f"time estimate: {tokens:,} tokens at {ASSUMED_MFU:.0%} MFU of {peak / 1e12:.0f} TFLOP/s: "
+                  f"~{secs / 60:.1f} min per device", flush=True)
     check_fits(est, budget, model_cfg, **kw)
     return est
