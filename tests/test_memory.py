@@ -51,7 +51,7 @@ def test_7b_lora_fits_80gb_but_full_does_not():
     with pytest.raises(CurateError) as e:
         check_fits(estimate_memory(SEVEN_B, "full", 1, 4096), budget, SEVEN_B)
     msg = str(e.value)
-    assert "method: lora" in msg and "\n" not in msg and "needs ~" in msg
+    assert "method: lora" in msg and "fsdp" in msg and "\n" not in msg and "needs ~" in msg
 
 
 @pytest.fixture(scope="module")

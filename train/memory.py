@@ -133,18 +133,21 @@ def largest_batch(cfg: LlamaConfig, method: str, seq_len: int, budget: int, **kw
 
 def check_fits(est: MemoryEstimate, budget: int, cfg: LlamaConfig, **kw) -> None:
     """Raise a one-line CurateError when ``est`` exceeds 90% of ``budget``, naming what to change:
-    a smaller batch_size (the largest that fits), shorter seq_len, method: lora, or activation_checkpointing."""
+    a smaller batch_size (the largest that fits), shorter seq_len, method: lora, activation
+    checkpointing, or (when weights and optimizer state alone do not fit) LoRA or FSDP."""
     if est.total <= 0.9 * budget:
         return
     hints = []
-    b = largest_batch(cfg, est.method, est.seq_len, budget, **kw)
-    if b:
-        hints.append(f"batch_size {b} (with grad_accum to keep the batch)")
-    elif est.seq_len > 128:
-        hints.append("a shorter seq_len")
-    if est.method == "full":
-        hints.append("method: lora")
-    if not kw.get("activation_checkpointing"):
-        hints.append("activation_checkpointing: true")
+    fixed = est.weights + est.gradients + est.optimizer + est.overhead
+    if fixed > 0.9 * budget:  # no batch fits: the model and its optimizer state alone are too big
+        hints.append("method: lora" if est.method == "full" else "a smaller model")
+        hints.append("distributed: fsdp across several GPUs")
+    else:
+        b = largest_batch(cfg, est.method, est.seq_len, budget, **kw)
+        hints.append(f"batch_size {b} (with grad_accum to keep the batch)" if b else "a shorter seq_len")
+        if est.method == "full":
+            hints.append("method: lora")
+        if not kw.get("activation_checkpointing"):
+            hints.append("activation_checkpointing: true")
     raise CurateError(f"training will not fit: needs ~{size(est.total)}, the device has "
                       f"{size(budget)}; try {', or '.join(hints) or 'a smaller model'}")
