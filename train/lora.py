@@ -83,7 +83,7 @@ class LoRALinear(nn.Linear):
         y = F.linear(x, self.weight, self.bias)
         if self.merged:
             return y
-        a = self.dropout(x).to(self.lora_A.dtype) if not torch.is_autocast_enabled() else self.dropout(x)
+        a = self.dropout(x).to(self.lora_A.dtype)  # a bf16 base feeds float32 adapters (autocast recasts)
         return y + F.linear(F.linear(a, self.lora_A), self.lora_B).to(y.dtype) * self.scaling
 
     @torch.no_grad()

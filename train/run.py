@@ -165,14 +165,8 @@ def sft(cfg=None, *, model: Llama | None = None, tokenizer=None, examples=None, 
         raise CurateError(f"sft: {e}") from None
     world = distributed.init(_device(tc))
     pad_id = getattr(tokenizer, "pad_id", 0)  # no tokenizer needed when every example is Encoded
-    encoded, skipped = encode_all(examples, tokenizer, template, tc.seq_len + 1)
-    if val_examples is None and val_fraction > 0 and len(encoded) > 1:
-        n_val = max(1, int(len(encoded) * val_fraction))
-        order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(seed)).tolist()
-        val_enc = [encoded[i] for i in order[:n_val]]
-        encoded = [encoded[i] for i in sorted(order[n_val:])]
-    else:
-        val_enc = encode_all(val_examples, tokenizer, template, tc.seq_len + 1)[0] if val_examples else []
+    encoded, val_enc, skipped = _encode_split(examples, val_examples, tokenizer, template, tc.seq_len + 1,
+                                              val_fraction, seed)
     if not encoded:
         raise CurateError(f"sft: no usable examples ({len(skipped)} skipped: {skipped[:1]})")
     check_memory(model.cfg, method, tc, world.device, lora_cfg, quiet)
@@ -197,6 +191,19 @@ def sft(cfg=None, *, model: Llama | None = None, tokenizer=None, examples=None, 
     result = RunResult(str(run_dir) if run_dir else None, state.step, state.losses, state.val_losses,
                        state.tokens, model, skipped)
     return model, result
+
+
+def _encode_split(examples, val_examples, tokenizer, template: str, max_len: int, val_fraction: float,
+                  seed: int):
+    """``(train, held-out, skipped)`` encoded examples: ``val_examples`` when given, else a seeded
+    ``val_fraction`` of ``examples`` held out."""
+    encoded, skipped = encode_all(examples, tokenizer, template, max_len)
+    if val_examples is None and val_fraction > 0 and len(encoded) > 1:
+        n_val = max(1, int(len(encoded) * val_fraction))
+        order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(seed)).tolist()
+        return [encoded[i] for i in sorted(order[n_val:])], [encoded[i] for i in order[:n_val]], skipped
+    val_enc = encode_all(val_examples, tokenizer, template, max_len)[0] if val_examples else []
+    return encoded, val_enc, skipped
 
 
 def _sft_tokenizer(cfg: SFTConfig):
