@@ -106,12 +106,15 @@ def test_prompt_following_sees_answers_shuffled_between_prompts(tiny_base, alpac
     """Planted truth: the same answers, paired with the wrong prompts. Clean must follow prompts
     better (interval excluding 0); two halves of clean must not differ significantly."""
     base, tok, _ = tiny_base
-    clean = alpaca[:160]
+    clean = alpaca[:300]
     vendors = {"clean": clean, "shuffled": C.shuffle_answers(clean, seed=1)}
-    heldout, _ = C.decontaminate(alpaca[-300:], vendors)
+    heldout, _ = C.decontaminate(alpaca[-200:], vendors)
     heldout = C.sample(heldout, 100, seed=0)
-    result = C.compare(vendors, base, tok, heldout, Settings(seeds=3, **SETTINGS), tmp_path / "run",
-                       noise_floor="clean", n_boot=1000)
+    # the loss cannot tell these apart at this size (benchmarks/compare_bench.py); 150 steps of 2 epochs
+    # teach the clean arm to read its prompts. Two worker processes: the 15 runs share both cores.
+    settings = Settings(seeds=3, **{**SETTINGS, "steps": 150})
+    result = C.compare(vendors, base, tok, heldout, settings, tmp_path / "run", noise_floor="clean", n_boot=1000,
+                       workers=2)
     follow = result["prompt_following"]
     pair = follow["pairs"]["clean|shuffled"]
     assert follow["higher_is_better"] and follow["ranking"][0] == "clean"
@@ -119,8 +122,7 @@ def test_prompt_following_sees_answers_shuffled_between_prompts(tiny_base, alpac
     halves = follow["noise_floor"]["half_vs_half"]
     assert halves["verdict"] == stats.NO_DIFFERENCE and halves["lo"] < 0 < halves["hi"], halves
     # every arm's per-prompt figure is mismatched - right for its own model, on shared mismatches
-    harness = Harness([Arm(n, v) for n, v in vendors.items()], base, tok, heldout, Settings(seeds=3, **SETTINGS),
-                      tmp_path / "other")
+    harness = Harness([Arm(n, v) for n, v in vendors.items()], base, tok, heldout, settings, tmp_path / "other")
     run = json.loads((tmp_path / "run" / "runs" / "clean" / "seed_0.json").read_text())
     cond = harness.base_losses()
     base_following = np.array(cond["mismatched"]) - np.array(cond["right"])
