@@ -2,7 +2,6 @@
 ``curate sample CONFIG`` (``sample_cmd``, top level through ``curate.cli.COMMANDS``)."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any

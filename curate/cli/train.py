@@ -5,7 +5,6 @@ Every command is a thin layer over the Python API (``train.run``, ``train.data``
 """
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 

@@ -3,17 +3,14 @@ renamed into place when complete, so a crash never leaves a partial file under
 its final name."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.basics.files import TMP_PREFIX, atomic_path, file_sha256, write_json  # noqa: F401 (re-exported)
+from curate.basics.files import TMP_PREFIX, atomic_path
 from curate.record import SCHEMA, Document, Removed, to_table
 
 REMOVED_SCHEMA = SCHEMA.append(pa.field("step", pa.string())).append(pa.field("reason", pa.string())).append(pa.field("extra", pa.string()))

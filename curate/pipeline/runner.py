@@ -27,10 +27,10 @@ import pyarrow.parquet as pq
 
 from curate import __version__
 from curate.basics.errors import CurateError
+from curate.basics.files import file_sha256, write_json
 from curate.io.readers import read_shard
 from curate.io.sources import Shard, fingerprint, plan_shards
-from curate.io.writers import (ShardWriter, file_sha256, remove_stale_tmp, removed_table, write_json, write_jsonl,
-                               write_parquet)
+from curate.io.writers import ShardWriter, remove_stale_tmp, removed_table, write_jsonl, write_parquet
 from curate.pipeline.config import PipelineConfig, load_config, segments
 from curate.pipeline.executor import Executor, LocalExecutor, report_progress
 from curate.pipeline.progress import Progress

@@ -9,12 +9,10 @@ is per held-out document (its first ``seq_len + 1`` tokens), so arms compare cel
 from __future__ import annotations
 
 import copy
-import json
 
 import numpy as np
 
 from curate.basics.errors import CurateError
-from curate.basics.files import write_json
 from experiments.compare.arms import fingerprint
 from experiments.harness import Grid
 from train import distributed

@@ -35,7 +35,6 @@ Config (YAML, paths relative to it)::
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import platform
 from dataclasses import asdict, dataclass, field
@@ -394,7 +393,7 @@ def manifest(cfg: CompareConfig, datas, heldout) -> dict:
     import torch
 
 
-    files = {f["path"]: _file_hash(f["path"]) for d in datas for f in d.files}
+    files = {f["path"]: file_sha256(f["path"])[:16] for d in datas for f in d.files}
     for key in ("base", "tokenizer", "heldout", "reward_model"):
         path = getattr(cfg, key)
         if path and Path(path).is_file():
