@@ -80,3 +80,29 @@ def test_sharded_hf_folder_loads_as_base_in_bf16(tmp_path):
     for (name, a), b in zip(model.state_dict().items(), base.state_dict().values()):
         assert torch.equal(a, b), name
     assert load_model(tmp_path).output.weight.dtype == torch.float32  # default: float32 for training
+
+
+def test_vendors_compare_takes_a_hugging_face_folder_as_base(exported, tmp_path):
+    """No tokenizer key: the folder's tokenizer and chat template are used; LoRA arms in 2 workers."""
+    import json
+
+    import yaml
+
+    root, _, _ = exported
+    vendors = ROOT / "examples/vendors"
+    (tmp_path / "vendors.yaml").write_text(yaml.safe_dump({"vendors": [
+        {"name": "acme", "files": [{"path": str(vendors / "acme_alpaca.json")}]},
+        {"name": "bolt", "files": [{"path": str(vendors / "bolt_chat.jsonl")}]}]}))
+    (tmp_path / "compare.yaml").write_text(yaml.safe_dump({
+        "vendors": "vendors.yaml", "base": str(root / "hf"), "heldout": str(ROOT / "examples/compare/alpaca_en_demo.json"),
+        "heldout_size": 8, "seeds": 1, "steps": 2, "noise_floor": None, "n_boot": 100,
+        "method": "lora", "lora": {"rank": 2, "targets": ["q", "v"]},
+        "train": {"batch_size": 2, "seq_len": 96, "warmup_steps": 1}}))
+    r = CliRunner().invoke(cli, ["vendors", "compare", str(tmp_path / "compare.yaml"), "--out", str(tmp_path / "out"),
+                                 "--quiet", "--workers", "2"])
+    assert r.exit_code == 0, r.output
+    assert "prompt-following" in r.output
+    result = json.loads((tmp_path / "out" / "compare.json").read_text())
+    assert result["manifest"]["config"]["template"] == "llama2"  # from the folder's chat template
+    assert result["plan"]["settings"]["method"] == "lora"
+    assert set(result["prompt_following"]["arms"]) == {"acme", "bolt"}

@@ -22,7 +22,7 @@ Config (YAML, paths relative to it)::
 
     vendors: vendors.yaml        # the vendors file of `curate vendors profile`
     base: out/base               # checkpoint (Llama.save or Hugging Face directory)
-    tokenizer: out/base/tokenizer.model
+    tokenizer: out/base/tokenizer.model   # default: the base folder's tokenizer
     heldout: heldout.json        # conversations with reference answers (any SFT format)
     heldout_size: 150            # sampled after decontamination (seeded)
     seeds: 3
@@ -37,10 +37,11 @@ from __future__ import annotations
 import copy
 import json
 import platform
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 import curate
 from annotations.formats import read_file
@@ -58,7 +59,8 @@ from experiments import stats
 from experiments.compare.arms import Arm, Harness, Settings, fingerprint, metric
 from experiments.report import write_report
 from experiments.results import Comparison, VendorSummary
-from train.api import RewardModel, generate, load_examples, load_model, prompt_ids, score, train_reward_model
+from train.api import (RewardModel, generate, load_examples, load_model, prompt_ids, resolve_template, score,
+                       train_reward_model)
 from train.tokenizer import Tokenizer
 
 
@@ -66,8 +68,8 @@ from train.tokenizer import Tokenizer
 class CompareConfig:
     vendors: str
     base: str
-    tokenizer: str
     heldout: str
+    tokenizer: str | None = None         # default: the base folder's tokenizer.model / tokenizer.json
     out: str | None = None
     heldout_size: int = 150
     seeds: int = 3
@@ -75,7 +77,7 @@ class CompareConfig:
     max_budget: int | None = None
     steps: int | None = None
     epochs: float = 2.0
-    template: str = "llama2"
+    template: str | None = None          # llama2 | plain; default: the tokenizer's chat template, else llama2
     train: dict = field(default_factory=dict)
     noise_floor: str | bool | None = True
     reward_model: str | None = None
@@ -104,7 +106,7 @@ def load_config(path) -> CompareConfig:
 
 
 def config_from_dict(raw, base_dir: Path = Path(".")) -> CompareConfig:
-    check_keys(raw, CompareConfig, ("vendors", "base", "tokenizer", "heldout"), "compare config")
+    check_keys(raw, CompareConfig, ("vendors", "base", "heldout"), "compare config")
     raw = dict(raw)
     for key in ("vendors", "base", "tokenizer", "heldout", "reward_model", "reward_data", "lid_model", "out"):
         if raw.get(key):
@@ -333,13 +335,18 @@ def run_config(cfg: CompareConfig, out: str | Path | None = None, quiet: bool = 
     empty = [n for n, exs in vendors.items() if not exs]
     if empty:
         raise CurateError(f"vendor {empty[0]!r} has no SFT conversations to train on")
-    sp_model = cfg.tokenizer if cfg.tokenizer.endswith(".model") else None  # token lengths need SentencePiece
+    tokenizer, sp_model = _tokenizer(cfg.tokenizer or cfg.base)
+    try:
+        cfg = replace(cfg, template=resolve_template(cfg.template, tokenizer))
+    except ValueError as e:
+        raise CurateError(f"compare config: {e}") from None
     profile = profile_vendors(datas, lid_model=cfg.lid_model, tokenizer=sp_model)
-    tokenizer = Tokenizer.from_file(cfg.tokenizer)
-    base = load_model(cfg.base)
-    device = cfg.train.get("device", "auto")
-    if resolve_device(device) == "cuda":  # the base is evaluated where the arms train
-        base = base.to("cuda")
+    if resolve_device(cfg.train.get("device", "auto")) == "cuda":  # the base is evaluated where the arms train
+        # a LoRA base stays frozen: read in bf16 straight onto the GPU, shared by every arm
+        dtype = torch.bfloat16 if cfg.method == "lora" else torch.float32
+        base = load_model(cfg.base, device="cuda", dtype=dtype)
+    else:
+        base = load_model(cfg.base)
     heldout, dropped = decontaminate(load_heldout(cfg.heldout), vendors, cfg.decontam_ngram)
     heldout = sample(heldout, cfg.heldout_size, cfg.seed)
     reward, reward_info = None, None
@@ -359,6 +366,18 @@ def run_config(cfg: CompareConfig, out: str | Path | None = None, quiet: bool = 
     result["manifest"] = manifest(cfg, datas, heldout)
     write_report(result, out)
     return result
+
+
+def _tokenizer(source) -> tuple[Tokenizer, str | None]:
+    """The tokenizer at ``source`` (a file, or a model folder holding one), and the path of its
+    SentencePiece model when it is one (the profile's token lengths need it)."""
+    path = Path(source)
+    try:
+        tok = Tokenizer.from_file(path)
+    except (OSError, RuntimeError, ValueError) as e:
+        raise CurateError(f"cannot load tokenizer {source}: {e}") from None
+    sp_model = path / "tokenizer.model" if path.is_dir() else path
+    return tok, str(sp_model) if sp_model.suffix == ".model" and sp_model.is_file() else None
 
 
 def train_reward(cfg: CompareConfig, datas, vendors: dict, base, tokenizer, out: Path):
@@ -390,9 +409,6 @@ def train_reward(cfg: CompareConfig, datas, vendors: dict, base, tokenizer, out:
 
 def manifest(cfg: CompareConfig, datas, heldout) -> dict:
     """What reproduces the run: the config and its hash, data hashes, versions."""
-    import torch
-
-
     files = {f["path"]: file_sha256(f["path"])[:16] for d in datas for f in d.files}
     for key in ("base", "tokenizer", "heldout", "reward_model"):
         path = getattr(cfg, key)
