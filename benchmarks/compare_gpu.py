@@ -185,8 +185,10 @@ def comparison_wall(cfg, tok, args, device) -> None:
 
     for method in ("lora", "full"):
         base = build(cfg, "full" if method == "full" else "base-bf16", device)
+        # eager blocks (FlexAttention itself is compiled once per process): compiling every block in each
+        # of the 12 runs would cost more than the runs at this size
         train = {"lr": 1e-3 if method == "lora" else 1e-4, "batch_size": args.batch, "seq_len": args.seq,
-                 "warmup_steps": 2, "compile": device.type == "cuda"}
+                 "warmup_steps": 2}
         settings = Settings(seeds=2, budget="examples", steps=args.compare_steps, train=train, method=method,
                             lora={"rank": LORA.rank, "alpha": LORA.alpha, "targets": list(LORA.targets)})
         t0 = time.perf_counter()
