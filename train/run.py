@@ -242,7 +242,8 @@ def _lora_config(method: str, lora) -> LoRAConfig | None:
 
 def _trainable_copy(model: Llama, method: str, lora_cfg: LoRAConfig | None, seed: int, copy_model: bool):
     """The model to train: for full, a deep copy (unless not copy_model) with every weight trainable;
-    for LoRA, a copy that shares the base's weight tensors (never written) plus seeded adapters."""
+    for LoRA, a copy that shares the base's weight tensors (never written; moved with the copy to
+    the training device, so pass a base already there) plus seeded adapters."""
     if method == "full":
         model = copy.deepcopy(model) if copy_model else model
         for p in model.parameters():
