@@ -5,7 +5,9 @@ A grid lives in a run folder. ``plan.json`` fixes the plan (everything that chan
 results: data fingerprints, hyperparameters, steps, seeds); a folder holding a different plan
 is refused rather than mixed. Each finished cell is written atomically to
 ``runs/<arm>/seed_<s>.json`` and skipped on a rerun, so a crashed run resumes where it stopped.
-Cells run seed-major: a crash leaves every arm equally far.
+Cells run seed-major: a crash leaves every arm equally far. They run one after another, or in
+worker processes pinned to devices, or as Ray tasks (:mod:`experiments.parallel`), with the same
+results.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Callable
 
 from curate.basics.errors import CurateError
 from curate.basics.files import write_json
+from experiments.parallel import run_cells, run_cells_ray
 
 
 def safe_name(name: str) -> str:
@@ -50,14 +53,29 @@ class Grid:
         """Where the result of cell (arm, seed) is written."""
         return self.run_dir / "runs" / safe_name(arm) / f"seed_{seed}.json"
 
-    def run(self, cell: Callable[[str, int], dict], quiet: bool = True) -> dict[str, list[dict]]:
-        """Run ``cell(arm, seed)`` for every cell not done yet; return arm -> per-seed results."""
+    def run(self, cell: Callable[[str, int], dict], quiet: bool = True, workers: int = 1,
+            executor: str = "local", address: str | None = None, devices: list[str] | None = None
+            ) -> dict[str, list[dict]]:
+        """Run ``cell(arm, seed)`` for every cell not done yet; return arm -> per-seed results.
+
+        ``workers`` > 1: that many worker processes, each pinned to a device (experiments.parallel);
+        ``executor="ray"``: one Ray task per cell (one GPU each) on the cluster at ``address``.
+        Parallel cells must be picklable callables (a class instance, not a lambda) on GPUs and Ray."""
         self.check_plan()
-        for seed in range(self.seeds):
-            for arm in self.arms:
-                path = self.path(arm, seed)
-                if not path.is_file():
-                    if not quiet:
-                        print(f"[{self.label}] training {arm} seed {seed}", flush=True)
-                    write_json(path, cell(arm, seed), indent=1, newline=False)
+        todo = [(arm, seed) for seed in range(self.seeds) for arm in self.arms if not self.path(arm, seed).is_file()]
+
+        def write(arm, seed, result):
+            write_json(self.path(arm, seed), result, indent=1, newline=False)
+
+        if executor == "ray":
+            run_cells_ray(cell, todo, write, address, quiet, self.label)
+        elif executor != "local":
+            raise CurateError(f"executor must be local or ray, got {executor!r}")
+        elif workers > 1 and len(todo) > 1:
+            run_cells(cell, todo, write, workers, devices, quiet, self.label)
+        else:
+            for arm, seed in todo:
+                if not quiet:
+                    print(f"[{self.label}] training {arm} seed {seed}", flush=True)
+                write(arm, seed, cell(arm, seed))
         return {arm: [json.loads(self.path(arm, s).read_text()) for s in range(self.seeds)] for arm in self.arms}

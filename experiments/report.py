@@ -37,30 +37,38 @@ def _ci(v: dict, digits: int = 4) -> str:
 
 
 def verdict_lines(result: dict) -> list[str]:
-    """One plain sentence per ordered pair a < b in the ranking (best first)."""
-    loss = result["loss"]
+    """One plain sentence per ordered pair a < b in the ranking (best first): by held-out loss,
+    then, where measured, by prompt-following."""
     lines = []
-    ranking = loss["ranking"]
-    for i, a in enumerate(ranking):
-        for b in ranking[i + 1:]:
-            p = loss["pairs"][f"{a}|{b}"]
-            text = (f"{a} vs {b}: {p['verdict']} (difference {p['diff']:+.4f} nats, "
-                    f"95% interval {p['lo']:+.4f} to {p['hi']:+.4f})")
-            if p.get("below_noise_floor"):
-                text += "; below the noise floor"
-            lines.append(text)
+    for key, what in (("loss", "held-out loss"), ("prompt_following", "prompt-following")):
+        block = result.get(key)
+        if not block:
+            continue
+        ranking = block["ranking"]
+        for i, a in enumerate(ranking):
+            for b in ranking[i + 1:]:
+                p = block["pairs"][f"{a}|{b}"]
+                text = (f"{a} vs {b} by {what}: {p['verdict']} (difference {p['diff']:+.4f} nats, "
+                        f"95% interval {p['lo']:+.4f} to {p['hi']:+.4f})")
+                if p.get("below_noise_floor"):
+                    text += "; below the noise floor"
+                lines.append(text)
     return lines
 
 
 def _ranking(result: dict) -> str:
     loss, vendors = result["loss"], result["vendors"]
-    reward = result.get("reward")
-    header = ["rank", "vendor", "held-out loss [95% interval]", "gain over base", "examples used",
-              "answer tokens used"] + (["reward [95% interval]"] if reward else [])
+    reward, follow = result.get("reward"), result.get("prompt_following")
+    header = ["rank", "vendor", "held-out loss [95% interval]", "gain over base"] + (
+        ["prompt-following [95% interval]", "rank by prompt-following"] if follow else []) + [
+        "examples used", "answer tokens used"] + (["reward [95% interval]"] if reward else [])
     rows = []
     for k, name in enumerate(loss["ranking"], 1):
         v = vendors[name]
-        row = [k, name, _ci(loss["arms"][name]), v["gain_over_base"], v["examples_used"], v["answer_tokens_used"]]
+        row = [k, name, _ci(loss["arms"][name]), v["gain_over_base"]]
+        if follow:
+            row += [_ci(follow["arms"][name]), follow["ranking"].index(name) + 1]
+        row += [v["examples_used"], v["answer_tokens_used"]]
         rows.append(row + ([_ci(reward["arms"][name])] if reward else []))
     note = (f"{loss['seeds']} seeds x {loss['prompts']} held-out prompts; intervals: bootstrap over seeds, then "
             f"prompts ({loss['n_boot']} replicates). Base model loss {result['base_loss']:.4f}.")
@@ -68,20 +76,27 @@ def _ranking(result: dict) -> str:
 
 
 def _pairs(result: dict) -> str:
-    loss = result["loss"]
+    loss, follow = result["loss"], result.get("prompt_following")
     names = loss["ranking"]
     rows = []
+    below = lambda p: "yes" if p.get("below_noise_floor") else "no" if "below_noise_floor" in p else None  # noqa: E731
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             p = loss["pairs"][f"{a}|{b}"]
             matched = result.get("matched", {}).get(f"{a}|{b}", result.get("matched", {}).get(f"{b}|{a}"))
-            rows.append([a, b, p["diff"], p["lo"], p["hi"], p["verdict"],
-                         "yes" if p.get("below_noise_floor") else "no" if "below_noise_floor" in p else None,
-                         matched])
+            row = [a, b, p["diff"], p["lo"], p["hi"], p["verdict"], below(p)]
+            if follow:
+                f = follow["pairs"][f"{a}|{b}"]
+                row += [f["diff"], f["lo"], f["hi"], f["verdict"], below(f)]
+            rows.append(row + [matched])
+    header = ["vendor a", "vendor b", "loss a - b", "lo", "hi", "verdict", "below noise floor"]
+    if follow:
+        header += ["prompt-following a - b", "lo", "hi", "verdict", "below noise floor"]
     return ("<h2>Pairs</h2><p>Difference in held-out loss (row vendor minus column vendor; negative: the first "
-            "is better). Matched: share of the subsample whose prompts both vendors answered (a matched "
-            "comparison sees alignment faults that an unmatched one cannot).</p>"
-            + html_table(["vendor a", "vendor b", "a - b", "lo", "hi", "verdict", "below noise floor", "matched"], rows))
+            "is better)" + (", and in prompt-following (positive: the first follows its prompts better)"
+                            if follow else "") + ". Matched: share of the subsample whose prompts both vendors "
+            "answered (a matched comparison sees alignment faults that an unmatched one cannot).</p>"
+            + html_table(header + ["matched"], rows))
 
 
 def _matrix(block: dict, title: str, what: str) -> str:
@@ -131,6 +146,16 @@ def _sensitivity(result: dict) -> str:
                          "comparison (same prompts) can reveal answers that do not fit their prompts.</p>")
     else:
         parts.append('<p class="note">No noise floor measured.</p>')
+    follow = result.get("prompt_following")
+    if follow:
+        parts.append("<p>Prompt-following of each fine-tuned model: its held-out answer loss after a mismatched "
+                     "prompt minus after the right one (the same mismatches for every vendor; higher: the "
+                     "model reads its prompt more). Answers that do not fit their prompts lower it.</p>")
+        pnf = follow.get("noise_floor")
+        if pnf:
+            parts.append(f"<p>Its noise floor (the same halves): {pnf['diff']:+.4f} nats "
+                         f"[{pnf['lo']:+.4f}, {pnf['hi']:+.4f}]; floor {pnf['floor']:.4f}; verdict between the "
+                         f"halves: {escape(pnf['half_vs_half']['verdict'])}.</p>")
     return "".join(parts)
 
 

@@ -37,6 +37,7 @@ class Comparison:
     conditioning: dict
     base_loss: float
     noise_floor: dict | None = None
+    prompt_following: dict | None = None  # stats.compare_arms of mismatched - right (+ its noise_floor)
     reward: dict | None = None
     win_rate_reward: dict | None = None
     vendors: dict[str, VendorSummary] = field(default_factory=dict)
@@ -46,7 +47,7 @@ class Comparison:
 
     def to_dict(self) -> dict:
         out = asdict(self)
-        for key in ("noise_floor", "reward", "win_rate_reward"):
+        for key in ("noise_floor", "prompt_following", "reward", "win_rate_reward"):
             if out[key] is None:
                 del out[key]
         return out

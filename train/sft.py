@@ -32,6 +32,53 @@ from curate.basics.errors import CurateError
 IGNORE = -100
 TEMPLATES = ("llama2", "plain")
 
+# The same two templates in Jinja, as transformers' apply_chat_template reads them from
+# tokenizer_config.json (the llama2 one is Meta's Llama-2-chat template); export-hf writes them.
+CHAT_TEMPLATES = {
+    "llama2": (
+        "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
+        "{% set system_message = messages[0]['content'].strip() %}{% else %}{% set loop_messages = messages %}"
+        "{% set system_message = false %}{% endif %}{% for message in loop_messages %}"
+        "{% if loop.index0 == 0 and system_message != false %}"
+        "{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'].strip() %}"
+        "{% else %}{% set content = message['content'].strip() %}{% endif %}"
+        "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content + ' [/INST]' }}"
+        "{% elif message['role'] == 'assistant' %}{{ ' ' + content + ' ' + eos_token }}{% endif %}{% endfor %}"),
+    "plain": (
+        "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
+        "{% set prefix = messages[0]['content'].strip() + '\\n\\n' %}{% else %}{% set loop_messages = messages %}"
+        "{% set prefix = '' %}{% endif %}{% for message in loop_messages %}{% if message['role'] == 'user' %}"
+        "{% if loop.index0 == 0 %}{{ bos_token + prefix }}{% endif %}"
+        "{{ '### User:\\n' + message['content'].strip() + '\\n\\n### Assistant:\\n' }}"
+        "{% else %}{{ message['content'].strip() + eos_token }}{% endif %}{% endfor %}"),
+}
+
+
+def resolve_template(template: str | None, tokenizer) -> str:
+    """``template`` if given, else the one the tokenizer's chat template renders, else "llama2".
+    Raises ValueError when the tokenizer carries a chat template in another format."""
+    if template is not None:
+        if template not in TEMPLATES:
+            raise ValueError(f"unknown chat template {template!r} (choose from {', '.join(TEMPLATES)})")
+        return template
+    chat = getattr(tokenizer, "chat_template", None)
+    if chat and template_of(chat) is None:
+        raise ValueError("the tokenizer's chat template is not a format curate renders; "
+                         f"set template: to one of {', '.join(TEMPLATES)}")
+    return template_of(chat) or "llama2"
+
+
+def template_of(chat_template: str | None) -> str | None:
+    """Which of TEMPLATES a Jinja chat template renders (Llama 2's [INST] format or the plain
+    ### User: one), or None for any other format."""
+    if not chat_template:
+        return None
+    if "[INST]" in chat_template:
+        return "llama2"
+    if "### User:" in chat_template:
+        return "plain"
+    return None
+
 
 @dataclass
 class Encoded:
@@ -187,14 +234,17 @@ def collate(rows: list[Row], pad_id: int = 0, length: int | None = None) -> dict
 class SFTBatches:
     """Batches of packed rows. Every epoch shuffles the examples with
     ``seed + epoch``, packs them and serves ``batch_size`` rows per batch;
-    ``rank``/``world_size`` split each global batch like :class:`train.data.TokenWindows`."""
+    ``rank``/``world_size`` split each global batch like :class:`train.data.TokenWindows`.
+    ``fixed_length``: pad every batch to ``seq_len`` (one shape, so a compiled model never recompiles)."""
 
     def __init__(self, encoded: list[Encoded], seq_len: int, batch_size: int, seed: int = 0,
-                 pack: bool = True, pad_id: int = 0, rank: int = 0, world_size: int = 1):
+                 pack: bool = True, pad_id: int = 0, rank: int = 0, world_size: int = 1,
+                 fixed_length: bool = False):
         if not encoded:
             raise ValueError("no usable SFT examples")
         self.encoded, self.seq_len, self.batch_size, self.seed = encoded, seq_len, batch_size, seed
         self.pack, self.pad_id, self.rank, self.world_size = pack, pad_id, rank, world_size
+        self.fixed_length = fixed_length
         self.epoch, self.batch = 0, 0
         self._rows_epoch, self._rows = -1, []
 
@@ -217,7 +267,7 @@ class SFTBatches:
         start = self.batch * g + self.rank * self.batch_size
         picked = [rows[i % len(rows)] for i in range(start, start + self.batch_size)]
         self.batch += 1
-        return collate(picked, self.pad_id)
+        return collate(picked, self.pad_id, self.seq_len if self.fixed_length else None)
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "batch": self.batch, "seed": self.seed}

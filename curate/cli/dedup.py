@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from curate.basics.errors import CurateError
+from curate.dedup.base import id_warnings
 from curate.pipeline.runner import run_pipeline
 
 
@@ -74,8 +75,6 @@ def dedup(inputs, out, threshold, num_perm, ngram, keep, score_key, text_field, 
 
 def summary_lines(stats: dict) -> list[str]:
     """Documents in, exact duplicates, near-duplicate clusters, removed, kept (and id warnings)."""
-    from curate.cli.pipeline import id_warnings
-
     by_step = {s["step"]: s for s in stats["steps"]}
     lines = [f"documents in:            {stats['read']}"]
     if "decontaminate" in by_step:

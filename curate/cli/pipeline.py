@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from curate.basics.errors import CurateError
+from curate.dedup.base import id_warnings
 from curate.demo import run_demo
 from curate.pipeline.config import load_config
 from curate.pipeline.runner import make_executor
@@ -27,13 +28,6 @@ def print_summary(stats: dict, out: Path) -> None:
     for line in id_warnings(stats):
         click.echo(line, err=True)
     click.echo(f"output: {out}/data  (removed/, rejects/, stats.json, manifest.json beside it)")
-
-
-def id_warnings(stats: dict) -> list[str]:
-    """A warning per dedup step that saw documents sharing an id (e.g. ids restarting in each file)."""
-    return [f"warning: {s['step']}: {s['global']['duplicate_ids']} documents share their id with another; "
-            "kept_source in removed/ names the file of each kept_id"
-            for s in stats["steps"] if s.get("global", {}).get("duplicate_ids")]
 
 
 def executor_options(f):

@@ -5,7 +5,6 @@ Every command is a thin layer over the Python API (``train.run``, ``train.data``
 """
 from __future__ import annotations
 
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +19,8 @@ from train.data import tokenize_shards
 from train.generate import generate
 from train.hf import save_hf
 from train.run import load_model, pretrain, sft
-from train.tokenizer import Tokenizer, train_bpe
+from train.sft import CHAT_TEMPLATES
+from train.tokenizer import Tokenizer, export_hf_tokenizer, train_bpe
 
 
 def _load_tokenizer(path):
@@ -59,7 +59,10 @@ def pretrain_cmd(config, resume):
 @click.argument("config", type=click.Path(dir_okay=False))
 def sft_cmd(config):
     """Supervised fine-tuning as described by CONFIG (YAML): prompt tokens masked, answers
-    followed by EOS, examples packed without attending to each other.
+    followed by EOS, examples packed without attending to each other. `method: lora` trains
+    adapters on a frozen base (written to RUN/adapter in PEFT's layout); `init_from` may be a
+    Hugging Face Llama folder (its tokenizer and chat template are used unless given). A memory
+    estimate is printed first; a run that cannot fit stops with what to change.
 
     \b
     Example:
@@ -73,18 +76,25 @@ def sft_cmd(config):
 @train_group.command("export-hf")
 @click.argument("ckpt", type=click.Path(file_okay=False))
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--tokenizer", type=click.Path(), help="Copy this tokenizer.model / tokenizer.json beside the weights.")
-def export_hf_cmd(ckpt, out, tokenizer):
-    """Write checkpoint CKPT as a Hugging Face LlamaForCausalLM directory OUT.
+@click.option("--tokenizer", type=click.Path(), help="Copy this tokenizer (a .model or .json file) beside the weights.")
+@click.option("--template", type=click.Choice(["llama2", "plain"]), default="llama2", show_default=True,
+              help="Chat template written to tokenizer_config.json (unless the tokenizer's folder has one).")
+def export_hf_cmd(ckpt, out, tokenizer, template):
+    """Write checkpoint CKPT as a Hugging Face LlamaForCausalLM directory OUT. With --tokenizer, the
+    tokenizer goes in as tokenizer.model / tokenizer.json with a tokenizer_config.json carrying the
+    chat template, so `curate generate OUT` and transformers' AutoTokenizer both load OUT.
 
     \b
     Example:
-      curate train export-hf runs/pretrain-small/checkpoints/step_00002000 out/hf --tokenizer runs/tok/tokenizer.model
+      curate train export-hf runs/pretrain-small/checkpoints/step_00002000 out/hf --tokenizer runs/tok/tok.model
     """
+    if tokenizer and not Path(tokenizer).is_file():
+        raise CurateError(f"--tokenizer {tokenizer}: no such file")
     model = load_model(ckpt)
     save_hf(model, out)
     if tokenizer:
-        shutil.copy(tokenizer, Path(out) / Path(tokenizer).name)
+        tok = _load_tokenizer(tokenizer)
+        export_hf_tokenizer(tokenizer, out, tok.chat_template or CHAT_TEMPLATES[template])
     click.echo(f"wrote {out}")
 
 

@@ -273,3 +273,10 @@ def _read_list(path: Path, n: int, runs: bool = False) -> list[str]:
         return [""] * n
     data = json.loads(path.read_text())
     return [v for v, k in data for _ in range(k)] if runs else data
+
+
+def id_warnings(stats: dict) -> list[str]:
+    """A warning per dedup step that saw documents sharing an id (e.g. ids restarting in each file)."""
+    return [f"warning: {s['step']}: {s['global']['duplicate_ids']} documents share their id with another; "
+            "kept_source in removed/ names the file of each kept_id"
+            for s in stats["steps"] if s.get("global", {}).get("duplicate_ids")]

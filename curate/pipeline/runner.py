@@ -93,6 +93,8 @@ def make_executor(name: str = "local", workers: int | None = None, address: str 
         return LocalExecutor(workers)
     if name == "ray":
         try:
+            import ray  # noqa: F401  (checked here: ray_executor may already be imported without it)
+
             from curate.pipeline.ray_executor import RayExecutor
         except ImportError:
             raise CurateError("the ray executor needs Ray: pip install 'curate[ray]'") from None

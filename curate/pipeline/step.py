@@ -16,6 +16,7 @@ Register a step with ``@register("name")`` so that a YAML config can say
 from __future__ import annotations
 
 from collections import Counter
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -90,10 +91,17 @@ class GlobalStep(Step):
         raise NotImplementedError
 
 
-# Steps that live above the curate core register when their module is imported; the core
-# never imports them, so a config naming one from plain curate.pipeline gets this hint.
-UPPER_STEPS = {"annotation_checks": "annotations.steps", "perplexity": "experiments.scoring",
-               "reward": "experiments.scoring"}
+# Steps of higher layers (annotation checks, model-backed scores) are declared as entry points
+# in the ``curate.steps`` group of pyproject.toml; the core never names their modules itself.
+STEP_ENTRY_POINTS = "curate.steps"
+
+
+def load_plugin_step(name: str) -> bool:
+    """Import the module that an installed entry point names for step ``name`` (it registers the
+    step). True when the step is registered afterwards."""
+    for entry in entry_points(group=STEP_ENTRY_POINTS, name=name):
+        entry.load()
+    return name in REGISTRY
 
 
 def build_step(spec: dict[str, Any]) -> Step:
@@ -103,10 +111,8 @@ def build_step(spec: dict[str, Any]) -> Step:
     name = spec.pop("step", None)
     if name is None:
         raise ValueError(f"step entry {spec!r} has no 'step' key")
-    if name not in REGISTRY:
-        where = f" (it is defined in {UPPER_STEPS[name]}: import that module, or experiments.steps for all)" \
-            if name in UPPER_STEPS else ""
-        raise ValueError(f"unknown step {name!r}{where}; known steps: {', '.join(sorted(REGISTRY))}")
+    if name not in REGISTRY and not load_plugin_step(name):
+        raise ValueError(f"unknown step {name!r}; known steps: {', '.join(sorted(REGISTRY))}")
     try:
         return REGISTRY[name](**spec)
     except TypeError as e:

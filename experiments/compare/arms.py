@@ -71,12 +71,17 @@ class Settings:
     train: dict = field(default_factory=lambda: {"lr": 1e-3, "batch_size": 8, "seq_len": 256,
                                                   "warmup_steps": 5, "min_lr_ratio": 0.1})
     eval_points: int = 4
+    method: str = "full"
+    lora: dict = field(default_factory=dict)
+    mismatch_seed: int = 0
 
     def __post_init__(self):
         if self.budget not in BUDGETS:
             raise CurateError(f"budget must be one of {', '.join(BUDGETS)}, got {self.budget!r}")
         if self.seeds < 1:
             raise CurateError(f"seeds must be >= 1, got {self.seeds}")
+        if self.method not in ("full", "lora"):
+            raise CurateError(f"method must be full or lora, got {self.method!r}")
 
     @property
     def max_len(self) -> int:
@@ -140,6 +145,7 @@ class Harness:
                 sizes.append(n)
             self.keys[arm.name], self.sizes[arm.name], self.skipped[arm.name] = keys, np.array(sizes), skipped
         self.plan = self._plan()
+        self.conditioning_pairs = self._conditioning_pairs()
 
     def _units(self, arm: Arm) -> np.ndarray:
         sizes = self.sizes[arm.name]
@@ -189,10 +195,16 @@ class Harness:
     def result_path(self, arm: str, seed: int) -> Path:
         return self.grid().path(arm, seed)
 
-    def run(self, scorer: Callable | None = None, quiet: bool = True) -> dict[str, list[dict]]:
-        """Train and evaluate every (arm, seed) not already done; return arm -> per-seed results."""
-        arms = {a.name: a for a in self.arms}
-        return self.grid().run(lambda name, seed: self.run_one(arms[name], seed, scorer), quiet)
+    def run(self, scorer: Callable | None = None, quiet: bool = True, workers: int = 1, executor: str = "local",
+            address: str | None = None) -> dict[str, list[dict]]:
+        """Train and evaluate every (arm, seed) not already done; return arm -> per-seed results.
+        ``workers``/``executor``/``address``: run cells in parallel (see :meth:`Grid.run`)."""
+        return self.grid().run(ArmCell(self, scorer), quiet, workers, executor, address)
+
+    def to(self, device) -> "Harness":
+        """This harness with its base on ``device`` (a worker pinned to a device calls it)."""
+        self.base = self.base.to(device)
+        return self
 
     def run_one(self, arm: Arm, seed: int, scorer: Callable | None = None) -> dict:
         """Fine-tune the base on this arm's subsample at ``seed``; score the held-out set."""
@@ -205,28 +217,31 @@ class Harness:
               "eval_batches": math.ceil(len(self.heldout) / batch), "log_every": steps, "ckpt_every": 0}
         t0 = time.perf_counter()
         model, result = finetune(model=self.base, tokenizer=self.tokenizer, examples=examples, hyperparams=hp,
-                            seed=seed, template=s.template, val_examples=self.heldout, quiet=True)
+                                 seed=seed, template=s.template, val_examples=self.heldout, quiet=True,
+                                 method=s.method, lora=s.lora)
         seconds = time.perf_counter() - t0
+        cond = self.conditioning_losses(model)
         record = {"arm": arm.name, "seed": seed, "examples": len(examples),
                   "answer_tokens": int(self.sizes[arm.name][idx].sum()), "steps": result.steps,
                   "trained_tokens": result.tokens, "train_seconds": round(seconds, 2),
                   "subset": self.plan["arms"][arm.name]["subsets"][seed],
                   "train_loss": [round(x, 5) for x in result.losses],
                   "val_curve": [[st, round(v, 5)] for st, v in result.val_losses],
-                  "heldout_loss": heldout_losses(model, self.tokenizer, self.heldout, s.template, s.max_len)}
+                  "heldout_loss": heldout_losses(model, self.tokenizer, self.heldout, s.template, s.max_len),
+                  "prompt_following": [round(m - r, 6) for r, m in zip(cond["right"], cond["mismatched"])]}
         if scorer is not None:
             record.update(scorer(model, seed))
         return record
 
-    def base_losses(self, model=None) -> dict:
-        """Held-out answer loss of ``model`` (default the base): ``heldout``, scored as the arms are;
-        and for the conditioning check ``right`` and ``mismatched``: with the right prompts and with
-        mismatched ones (each answer after the prompt of another held-out example, a seeded
-        derangement). Both score the same answer tokens: the first ones that fit in seq_len after
-        either prompt, so a model that ignores the prompt has a gain of exactly zero."""
+    def _conditioning_pairs(self) -> tuple[list, list]:
+        """``(right, mismatched)``: per held-out example, ``(prompt_ids, answer_ids)`` after its own
+        prompt and after another held-out example's (a derangement drawn with ``mismatch_seed``),
+        or None where no answer token fits after either prompt. Both keep the same answer tokens:
+        the first that fit in seq_len after either prompt, so a model that ignores the prompt
+        scores exactly the same under both."""
         s, tok = self.settings, self.tokenizer
         n = len(self.heldout)
-        perm = np.random.default_rng(0).permutation(n)
+        perm = np.random.default_rng(s.mismatch_seed).permutation(n)
         other = np.empty(n, dtype=int)
         other[perm] = np.roll(perm, 1)  # example i takes the prompt of example other[i] != i
         prompts = [prompt_ids(ex, tok, s.template) for ex in self.heldout]
@@ -234,21 +249,45 @@ class Harness:
         right, mismatched = [], []
         for i, j in enumerate(other):
             k = s.max_len - max(len(prompts[i]), len(prompts[j]))
-            if k < 2:  # no answer token to score after one of the two prompts
-                k = 0
-            for out, p in ((right, prompts[i]), (mismatched, prompts[j])):
-                a = answers[i][:k]
-                out.append((p, a) if k else None)
-        model = model if model is not None else self.base
-        score = [x is not None for x in right]
-        losses = [heldout_losses(model, tok, [x for x in enc if x is not None], s.template, s.max_len)
-                  for enc in (right, mismatched)]
+            ok = k >= 2 and n > 1  # else no answer token to score after one of the two prompts
+            right.append((prompts[i], answers[i][:k]) if ok else None)
+            mismatched.append((prompts[j], answers[i][:k]) if ok else None)
+        return right, mismatched
+
+    def conditioning_losses(self, model) -> dict:
+        """Answer loss per held-out example after the right prompt (``right``) and after the
+        mismatched one (``mismatched``), NaN where none is scored. ``mismatched - right`` is the
+        model's prompt-following: how much its own prompt helps it predict the reference answer."""
+        s, tok = self.settings, self.tokenizer
         out = {}
-        for key, values in zip(("right", "mismatched"), losses):
-            it = iter(values)
-            out[key] = [next(it) if ok else float("nan") for ok in score]
-        out["heldout"] = heldout_losses(model, tok, self.heldout, s.template, s.max_len)  # as the arms are scored
+        for key, pairs in zip(("right", "mismatched"), self.conditioning_pairs):
+            it = iter(heldout_losses(model, tok, [x for x in pairs if x is not None], s.template, s.max_len))
+            out[key] = [next(it) if x is not None else float("nan") for x in pairs]
         return out
+
+    def base_losses(self, model=None) -> dict:
+        """Held-out answer loss of ``model`` (default the base): ``heldout``, scored as the arms are,
+        and the conditioning check's ``right`` and ``mismatched`` (:meth:`conditioning_losses`)."""
+        model = model if model is not None else self.base
+        out = self.conditioning_losses(model)
+        out["heldout"] = heldout_losses(model, self.tokenizer, self.heldout, self.settings.template,
+                                        self.settings.max_len)  # as the arms are scored
+        return out
+
+
+class ArmCell:
+    """``cell(arm name, seed)`` for the grid: a picklable callable (worker processes, Ray tasks)."""
+
+    def __init__(self, harness: Harness, scorer: Callable | None = None):
+        self.harness, self.scorer = harness, scorer
+
+    def to(self, device) -> "ArmCell":
+        self.harness.to(device)
+        return self
+
+    def __call__(self, name: str, seed: int) -> dict:
+        arm = next(a for a in self.harness.arms if a.name == name)
+        return self.harness.run_one(arm, seed, self.scorer)
 
 
 def _answer_tokens(example, tokenizer, settings: Settings) -> int:

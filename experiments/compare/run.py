@@ -7,6 +7,10 @@ prompt that any vendor also has is removed first (decontamination). The result h
 
 * per vendor: held-out answer loss (nats/token, lower is better), mean and 95% interval;
   per pair: the difference, its interval and a verdict (:mod:`experiments.stats`);
+* the same for prompt-following (higher is better): the held-out answer loss after a mismatched
+  prompt minus after the right one, per fine-tuned model. The mismatches are drawn once
+  (``mismatch_seed``) and shared by every arm. Answers that do not fit their prompts teach a
+  model to ignore the prompt, which this sees where the loss (mostly fluency) does not;
 * the win-rate matrix (per prompt and seed, whose held-out loss is lower; with a reward model,
   whose generated answer the reward model prefers, and the mean reward per vendor);
 * what the metric can see: the base model's prompt-conditioning gain, and the noise floor
@@ -18,7 +22,7 @@ Config (YAML, paths relative to it)::
 
     vendors: vendors.yaml        # the vendors file of `curate vendors profile`
     base: out/base               # checkpoint (Llama.save or Hugging Face directory)
-    tokenizer: out/base/tokenizer.model
+    tokenizer: out/base/tokenizer.model   # default: the base folder's tokenizer
     heldout: heldout.json        # conversations with reference answers (any SFT format)
     heldout_size: 150            # sampled after decontamination (seeded)
     seeds: 3
@@ -26,16 +30,18 @@ Config (YAML, paths relative to it)::
     noise_floor: acme            # vendor split in halves; default the first; null to skip
     reward_model: null           # a train/reward.py directory: adds reward scores and win rates
     train: {lr: 1.0e-3, batch_size: 8, seq_len: 256}
+    method: full                 # or lora (lora: {rank: 8, alpha: 16, targets: [q, k, v, o]})
 """
 from __future__ import annotations
 
 import copy
 import json
 import platform
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 import curate
 from annotations.formats import read_file
@@ -53,7 +59,8 @@ from experiments import stats
 from experiments.compare.arms import Arm, Harness, Settings, fingerprint, metric
 from experiments.report import write_report
 from experiments.results import Comparison, VendorSummary
-from train.api import RewardModel, generate, load_examples, load_model, prompt_ids, score, train_reward_model
+from train.api import (RewardModel, generate, load_examples, load_model, prompt_ids, resolve_template, score,
+                       train_reward_model)
 from train.tokenizer import Tokenizer
 
 
@@ -61,8 +68,8 @@ from train.tokenizer import Tokenizer
 class CompareConfig:
     vendors: str
     base: str
-    tokenizer: str
     heldout: str
+    tokenizer: str | None = None         # default: the base folder's tokenizer.model / tokenizer.json
     out: str | None = None
     heldout_size: int = 150
     seeds: int = 3
@@ -70,7 +77,7 @@ class CompareConfig:
     max_budget: int | None = None
     steps: int | None = None
     epochs: float = 2.0
-    template: str = "llama2"
+    template: str | None = None          # llama2 | plain; default: the tokenizer's chat template, else llama2
     train: dict = field(default_factory=dict)
     noise_floor: str | bool | None = True
     reward_model: str | None = None
@@ -81,11 +88,15 @@ class CompareConfig:
     lid_model: str | None = None
     n_boot: int = 2000
     seed: int = 0
+    method: str = "full"
+    lora: dict = field(default_factory=dict)
+    mismatch_seed: int = 0
 
     def settings(self) -> Settings:
         base = Settings()
         return Settings(seeds=self.seeds, budget=self.budget, max_budget=self.max_budget, steps=self.steps,
-                        epochs=self.epochs, template=self.template, train={**base.train, **self.train})
+                        epochs=self.epochs, template=self.template, train={**base.train, **self.train},
+                        method=self.method, lora=dict(self.lora), mismatch_seed=self.mismatch_seed)
 
 
 def load_config(path) -> CompareConfig:
@@ -95,7 +106,7 @@ def load_config(path) -> CompareConfig:
 
 
 def config_from_dict(raw, base_dir: Path = Path(".")) -> CompareConfig:
-    check_keys(raw, CompareConfig, ("vendors", "base", "tokenizer", "heldout"), "compare config")
+    check_keys(raw, CompareConfig, ("vendors", "base", "heldout"), "compare config")
     raw = dict(raw)
     for key in ("vendors", "base", "tokenizer", "heldout", "reward_model", "reward_data", "lid_model", "out"):
         if raw.get(key):
@@ -193,8 +204,11 @@ def _with_answer(ex: dict, answer: str) -> dict:
 
 def compare(vendors: dict[str, list[dict]], base, tokenizer, heldout: list[dict], settings: Settings,
             out: str | Path, noise_floor: str | None = None, prices: dict | None = None, reward=None,
-            max_new_tokens: int = 64, n_boot: int = 2000, seed: int = 0, quiet: bool = True) -> dict:
+            max_new_tokens: int = 64, n_boot: int = 2000, seed: int = 0, quiet: bool = True,
+            workers: int = 1, executor: str = "local", address: str | None = None) -> dict:
     """Run the comparison in ``out`` (resumable) and return the JSON-ready result.
+    ``workers``: (vendor, seed) runs in that many processes, one per device; ``executor="ray"``:
+    one Ray task (one GPU) per run on the cluster at ``address``. Results equal a sequential run's.
 
     ``vendors``: name -> conversations; ``heldout``: already decontaminated. ``noise_floor``: the
     vendor whose two random halves (per seed) measure the noise floor, or None. ``reward``:
@@ -209,7 +223,7 @@ def compare(vendors: dict[str, list[dict]], base, tokenizer, heldout: list[dict]
                  for k in range(2)]
     harness = Harness(arms, base, tokenizer, heldout, settings, out)
     scorer = _reward_scorer(reward, tokenizer, harness.heldout, settings.template, max_new_tokens) if reward else None
-    results = harness.run(scorer, quiet=quiet)
+    results = harness.run(scorer, quiet=quiet, workers=workers, executor=executor, address=address)
     base_path = Path(out) / "base.json"
     base_losses = json.loads(base_path.read_text()) if base_path.is_file() else {}
     if "heldout" not in base_losses:
@@ -237,6 +251,17 @@ def summarize(harness: Harness, results: dict, base_losses: dict, names: list[st
                                                               seed=seed)["pairs"][f"{halves[0]}|{halves[1]}"]}
         for pair in loss_stats["pairs"].values():
             pair["below_noise_floor"] = abs(pair["diff"]) < out.noise_floor["floor"]
+    following = metric(results, "prompt_following")
+    if all(n in following for n in names):
+        out.prompt_following = stats.compare_arms({n: following[n] for n in names}, higher_is_better=True,
+                                                  n_boot=n_boot, seed=seed)
+        if noise_arm and all(h in following for h in halves):
+            floor = stats.noise_floor(following[halves[0]], following[halves[1]], n_boot, seed)
+            half = stats.compare_arms({h: following[h] for h in halves}, higher_is_better=True, n_boot=n_boot,
+                                      seed=seed)["pairs"][f"{halves[0]}|{halves[1]}"]
+            out.prompt_following["noise_floor"] = {**floor, "half_vs_half": half}
+            for pair in out.prompt_following["pairs"].values():
+                pair["below_noise_floor"] = abs(pair["diff"]) < floor["floor"]
     rewards = metric(results, "reward")
     if all(n in rewards for n in names):
         out.reward = stats.compare_arms({n: rewards[n] for n in names}, higher_is_better=True, n_boot=n_boot,
@@ -300,7 +325,8 @@ def _reward_scorer(reward, tokenizer, heldout, template, max_new_tokens):
     return scorer
 
 
-def run_config(cfg: CompareConfig, out: str | Path | None = None, quiet: bool = True) -> dict:
+def run_config(cfg: CompareConfig, out: str | Path | None = None, quiet: bool = True, workers: int = 1,
+               executor: str = "local", address: str | None = None) -> dict:
     """Everything `curate vendors compare` does: read, profile, decontaminate, train, report.
     Returns the result dict (also written as compare.json + compare.html in the output folder)."""
     out = Path(out or cfg.out or "out/compare")
@@ -309,13 +335,18 @@ def run_config(cfg: CompareConfig, out: str | Path | None = None, quiet: bool = 
     empty = [n for n, exs in vendors.items() if not exs]
     if empty:
         raise CurateError(f"vendor {empty[0]!r} has no SFT conversations to train on")
-    sp_model = cfg.tokenizer if cfg.tokenizer.endswith(".model") else None  # token lengths need SentencePiece
+    tokenizer, sp_model = _tokenizer(cfg.tokenizer or cfg.base)
+    try:
+        cfg = replace(cfg, template=resolve_template(cfg.template, tokenizer))
+    except ValueError as e:
+        raise CurateError(f"compare config: {e}") from None
     profile = profile_vendors(datas, lid_model=cfg.lid_model, tokenizer=sp_model)
-    tokenizer = Tokenizer.from_file(cfg.tokenizer)
-    base = load_model(cfg.base)
-    device = cfg.train.get("device", "auto")
-    if resolve_device(device) == "cuda":  # the base is evaluated where the arms train
-        base = base.to("cuda")
+    if resolve_device(cfg.train.get("device", "auto")) == "cuda":  # the base is evaluated where the arms train
+        # a LoRA base stays frozen: read in bf16 straight onto the GPU, shared by every arm
+        dtype = torch.bfloat16 if cfg.method == "lora" else torch.float32
+        base = load_model(cfg.base, device="cuda", dtype=dtype)
+    else:
+        base = load_model(cfg.base)
     heldout, dropped = decontaminate(load_heldout(cfg.heldout), vendors, cfg.decontam_ngram)
     heldout = sample(heldout, cfg.heldout_size, cfg.seed)
     reward, reward_info = None, None
@@ -328,13 +359,25 @@ def run_config(cfg: CompareConfig, out: str | Path | None = None, quiet: bool = 
     noise = (next(iter(vendors)) if noise is True else noise) or None
     prices = {d.vendor.name: d.vendor.price_per_example for d in datas}
     result = compare(vendors, base, tokenizer, heldout, cfg.settings(), out, noise, prices, reward,
-                     cfg.max_new_tokens, cfg.n_boot, cfg.seed, quiet)
+                     cfg.max_new_tokens, cfg.n_boot, cfg.seed, quiet, workers, executor, address)
     result["heldout"] = {"path": cfg.heldout, "size": len(heldout), "dropped_contaminated": dropped}
     result["profile"] = profile
     result["reward_model"] = reward_info
     result["manifest"] = manifest(cfg, datas, heldout)
     write_report(result, out)
     return result
+
+
+def _tokenizer(source) -> tuple[Tokenizer, str | None]:
+    """The tokenizer at ``source`` (a file, or a model folder holding one), and the path of its
+    SentencePiece model when it is one (the profile's token lengths need it)."""
+    path = Path(source)
+    try:
+        tok = Tokenizer.from_file(path)
+    except (OSError, RuntimeError, ValueError) as e:
+        raise CurateError(f"cannot load tokenizer {source}: {e}") from None
+    sp_model = path / "tokenizer.model" if path.is_dir() else path
+    return tok, str(sp_model) if sp_model.suffix == ".model" and sp_model.is_file() else None
 
 
 def train_reward(cfg: CompareConfig, datas, vendors: dict, base, tokenizer, out: Path):
@@ -366,9 +409,6 @@ def train_reward(cfg: CompareConfig, datas, vendors: dict, base, tokenizer, out:
 
 def manifest(cfg: CompareConfig, datas, heldout) -> dict:
     """What reproduces the run: the config and its hash, data hashes, versions."""
-    import torch
-
-
     files = {f["path"]: file_sha256(f["path"])[:16] for d in datas for f in d.files}
     for key in ("base", "tokenizer", "heldout", "reward_model"):
         path = getattr(cfg, key)
