@@ -30,7 +30,6 @@ LAZY_OK = {
     "sentencepiece": "tokenizer backend, only for tokenizer.model files",
     "tokenizers": "tokenizer backend, only for tokenizer.json files",
     "safetensors": "only where weights are read or written",
-    "curate.report.run_report": "imports matplotlib: the runner draws the report at a run's end, never in workers",
 }
 
 

@@ -36,6 +36,7 @@ from curate.pipeline.config import PipelineConfig, load_config, segments
 from curate.pipeline.executor import Executor, LocalExecutor, report_progress
 from curate.pipeline.progress import Progress
 from curate.record import Document, from_table, text_bytes, to_table
+from curate.report.run_report import write_run_report
 
 _STEPS_CACHE: dict[str, list] = {}  # per worker process: config fingerprint -> set-up steps
 
@@ -314,9 +315,6 @@ def run_pipeline(config: str | Path | dict, out: str | Path | None = None, worke
     for stage in range(len(segs) - 1):
         shutil.rmtree(_work(out) / f"stage{stage}", ignore_errors=True)
     shutil.rmtree(_work(out) / "spool", ignore_errors=True)
-    # Imported here: workers import this module too, and never draw (pyplot costs them a second each).
-    from curate.report.run_report import write_run_report
-
     write_run_report(out)
     return stats
 

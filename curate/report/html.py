@@ -13,11 +13,6 @@ import sys
 from html import escape
 from typing import Any, Callable
 
-import matplotlib
-from matplotlib.figure import Figure
-
-matplotlib.rcParams["text.parse_math"] = False  # labels are data (step, rule, language names): a '$' is not mathtext
-
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 24px; color: #222; max-width: 1150px; }
 table { border-collapse: collapse; margin: 8px 0 16px; font-size: 13px; }
@@ -31,7 +26,12 @@ pre { white-space: pre-wrap; background: #f6f6f6; padding: 6px; max-height: 16em
 
 def subplots(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (7, 3)):
     """(figure, axes) like ``plt.subplots``, without pyplot (whose import costs a second) or its
-    figure registry; ``axes`` is one Axes, or an array of them when there are several."""
+    figure registry; ``axes`` is one Axes, or an array of them when there are several.
+    matplotlib is imported here, not at the top, so pipeline workers never load it."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    matplotlib.rcParams["text.parse_math"] = False  # labels are data (step, rule, language names): a '$' is not mathtext
     fig = Figure(figsize=figsize)
     axes = fig.subplots(nrows, ncols)
     return fig, axes
