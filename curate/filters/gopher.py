@@ -10,6 +10,7 @@ import re
 from collections import Counter
 from itertools import accumulate, compress
 
+from curate.filters.languages import LanguageRouter
 from curate.filters.text import LETTERS, SYMBOL, WORD_KINDS, split_words
 from curate.pipeline.step import Filter, register
 
@@ -25,7 +26,9 @@ def _fmt(x: float) -> str:
 @register("gopher_quality")
 class GopherQuality(Filter):
     """Drop documents that fail Gopher's quality heuristics. Words are counted without
-    pure-punctuation tokens; ratios are fractions in [0, 1]."""
+    pure-punctuation tokens; ratios are fractions in [0, 1]. Words, stop words and
+    thresholds follow each document's ``meta.lang`` unless ``language`` fixes one
+    (``curate/filters/languages.py``); ``languages`` overrides values per language."""
 
     def __init__(
         self,
@@ -39,6 +42,8 @@ class GopherQuality(Filter):
         min_alpha_words_ratio: float | None = 0.8,
         min_stop_words: int | None = 2,
         stop_words: list[str] | None = None,
+        language: str | None = None,
+        languages: dict | None = None,
         text_key: str = "text",
     ):
         super().__init__()
@@ -51,10 +56,14 @@ class GopherQuality(Filter):
         self.min_stop_words = min_stop_words
         self.stop_words = frozenset(STOP_WORDS if stop_words is None else stop_words)
         self.text_key = text_key
+        self.language = language or "en"
+        self.router = LanguageRouter(self, locals(), language, languages)
 
     def reason(self, doc):
+        if self.router is not None:
+            return self.router.pick(doc).reason(doc)
         text = doc.get(self.text_key) or ""
-        words = split_words(text)
+        words = split_words(text, self.language)
         n_words = len(words)
         kinds = list(map(WORD_KINDS.__getitem__, words))
         n_real = n_words - kinds.count(SYMBOL)
@@ -153,7 +162,8 @@ def _dup_ngram_chars(words: tuple[str, ...], n: int, cum_len: list[int]) -> int:
 class GopherRepetition(Filter):
     """Drop documents with too much repeated content: duplicate lines and paragraphs
     (by count and by characters), the most frequent 2-4-grams, and repeated 5-10-grams.
-    Fractions are of the document's characters unless they say otherwise."""
+    Fractions are of the document's characters unless they say otherwise. Words and
+    thresholds follow ``meta.lang`` as in ``gopher_quality``."""
 
     def __init__(
         self,
@@ -163,6 +173,8 @@ class GopherRepetition(Filter):
         dup_para_char_frac: float | None = 0.2,
         top_n_grams: list[tuple[int, float]] = ((2, 0.2), (3, 0.18), (4, 0.16)),
         dup_n_grams: list[tuple[int, float]] = ((5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10)),
+        language: str | None = None,
+        languages: dict | None = None,
         text_key: str = "text",
     ):
         super().__init__()
@@ -173,8 +185,12 @@ class GopherRepetition(Filter):
         if any(n < 2 for n, _ in self.top_n_grams + self.dup_n_grams):
             raise ValueError("n-gram sizes must be at least 2")
         self.text_key = text_key
+        self.language = language or "en"
+        self.router = LanguageRouter(self, locals(), language, languages)
 
     def reason(self, doc):
+        if self.router is not None:
+            return self.router.pick(doc).reason(doc)
         text = doc.get(self.text_key) or ""
         if not text:
             return "empty"
@@ -192,7 +208,7 @@ class GopherRepetition(Filter):
         if self.dup_line_char_frac and dup_chars / size > self.dup_line_char_frac:
             return f"dup_line_char_frac {_fmt(dup_chars / size)} > {self.dup_line_char_frac}"
 
-        words = split_words(text)
+        words = split_words(text, self.language)
         for n, frac in self.top_n_grams:
             value = _top_ngram_chars(words, n) / size
             if value > frac:

@@ -27,6 +27,8 @@ import unicodedata
 from functools import lru_cache
 from itertools import chain
 
+from curate.filters.segmenters import SEGMENTED, segment
+
 # Characters of Unicode's Sentence_Terminal property (UCD PropList.txt): the marks that
 # end a sentence in any script. Used for "line ends in terminal punctuation" and
 # for sentence counting.
@@ -101,25 +103,35 @@ _SUFFIX = re.compile(
     )
     + r")\Z"
 )
-_INFIX = re.compile(
-    "|".join(
-        [
-            r"\.\.+|…+",
-            f"[{_ICONS}]",
-            r"(?<=[0-9])[+\-*^](?=[0-9-])",
-            r"(?<=[" + _LOWER + "'\"])\\.(?=[" + _UPPER + "'\"])",
-            rf"(?<={_ALPHA}),(?={_ALPHA})",
-            rf"(?<=[^\W_])(?:---|--|——|-|–|—|~)(?={_ALPHA})",
-            rf"(?<=[^\W_])[:<>=/](?={_ALPHA})",
-        ]
-    )
-)
+_INFIX_PARTS = [
+    r"\.\.+|…+",
+    f"[{_ICONS}]",
+    r"(?<=[0-9])[+\-*^](?=[0-9-])",
+    r"(?<=[" + _LOWER + "'\"])\\.(?=[" + _UPPER + "'\"])",
+    rf"(?<={_ALPHA}),(?={_ALPHA})",
+    rf"(?<=[^\W_])[:<>=/](?={_ALPHA})",
+]
+_HYPHEN_INFIX = rf"(?<=[^\W_])(?:---|--|——|-|–|—|~)(?={_ALPHA})"
+# French, Italian and Catalan split after an elided article or pronoun: l'homme -> l' homme.
+_ELISION_INFIX = rf"(?<={_ALPHA}['’])(?={_ALPHA})"
 _URL = re.compile(
     r"(?i:(?:https?|ftp)://|www\.)\S+"
     r"|[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
     r"|(?:[\w-]+\.)+[a-z]{2,63}(?:[/:?#]\S*)?"
 )
-_CONTRACTION = re.compile(r"(\w+)(n['’]t|['’](?:m|re|ve|ll|d))", re.IGNORECASE)
+# English contractions split only after the words spaCy's English exceptions list for each
+# ending, so elided verse forms stay whole (``banish'd``, ``show'd``, ``on't``) while
+# ``they'd`` -> ``they`` ``'d`` and ``don't`` -> ``do`` ``n't``.
+_CONTRACTION = re.compile(r"([^\W\d_]+)(n['’]t|['’](?:m|re|ve|ll|d))", re.IGNORECASE)
+_WH = "who what when where why how there that this".split()
+_CONTRACTION_STEMS = {
+    "n't": set("do does did is are was were has have had could would should might must need ai ca wo sha dare".split()),
+    "'m": {"i"},
+    "'re": {"you", "we", "they", *_WH},
+    "'ve": {"i", "you", "we", "they", "could", "would", "should", "might", "must", *_WH},
+    "'ll": {"i", "you", "he", "she", "it", "we", "they", *_WH},
+    "'d": {"i", "you", "he", "she", "it", "we", "they", *_WH},
+}
 _EMOTICONS = (
     ":) :-) :)) (: (-: ): )-: :( :-( ;) ;-) (; :* :-* :P :p :D :-D =) =( =[ =] =D [: :] 8) (8 "
     "<3 </3 :/ :-/ :| :-| ^_^ ^^ xD XD :o :O -_- :'( :') :3"
@@ -133,8 +145,14 @@ _SPECIALS: dict[str, tuple[str, ...]] = {
         "Wis e.g i.e a.m p.m Ph.D".split()
     )
 }
-_SPECIALS.update({c + ".": (c + ".",) for c in "abcdefghijklmnopqrstuvwxyzäöü"})
-_SPECIALS.update({s: (s,) for s in ("''", "C++", "and/or", *_EMOTICONS)})
+# spaCy's language-neutral exceptions: single letters with a dot, emoticons, a few symbols.
+_BASE_SPECIALS: dict[str, tuple[str, ...]] = {c + ".": (c + ".",) for c in "abcdefghijklmnopqrstuvwxyzäöü"}
+_BASE_SPECIALS.update({s: (s,) for s in ("''", "C++", *_EMOTICONS)})
+_SPECIALS.update(_BASE_SPECIALS)
+_SPECIALS["and/or"] = ("and/or",)
+# Clitics standing alone stay whole ("'em", "'ll"), as in spaCy; "y'all" splits after the y.
+_SPECIALS.update({q + c: (q + c,) for q in "'\u2019" for c in ("em", "ll", "re", "ve", "d", "m", "s", "S", "nt")})
+_SPECIALS.update({"y'all": ("y'", "all"), "Y'all": ("Y'", "all")})
 _SPECIALS.update({"cannot": ("can", "not"), "Cannot": ("Can", "not"), "gonna": ("gon", "na"), "gotta": ("got", "ta"), "wanna": ("wan", "na")})
 _SPECIALS.update({"Im": ("I", "m"), "Id": ("I", "d"), "Ive": ("I", "ve")})
 _SPECIALS.update(
@@ -143,20 +161,37 @@ _SPECIALS.update(
 _SPECIALS.update({"cant": ("ca", "nt"), "wont": ("wo", "nt")})
 
 
-def _special(chunk: str) -> tuple[str, ...] | None:
+def _english_special(chunk: str) -> tuple[str, ...] | None:
     hit = _SPECIALS.get(chunk)
     if hit is None:
         m = _CONTRACTION.fullmatch(chunk)
         if m:
-            hit = (m.group(1), m.group(2))
+            stem, ending = m.group(1), m.group(2)
+            if (stem.islower() or stem.istitle()) and stem.lower() in _CONTRACTION_STEMS[ending.lower().replace("\u2019", "'")]:
+                hit = (stem, ending)
     return hit
 
 
-def _split_infixes(piece: str) -> list[str]:
+def _base_special(chunk: str) -> tuple[str, ...] | None:
+    return _BASE_SPECIALS.get(chunk)
+
+
+class WordRules:
+    """One language's spaCy-style rules: its special cases (a function chunk -> tokens
+    or None) and its infixes (whether hyphens between letters split, and elisions)."""
+
+    def __init__(self, special, split_hyphens: bool = True, elision: bool = False):
+        self.special = special
+        parts = _INFIX_PARTS + ([_HYPHEN_INFIX] if split_hyphens else []) + ([_ELISION_INFIX] if elision else [])
+        self.infix = re.compile("|".join(parts))
+        self.chunks = _ChunkTokens(self)
+
+
+def _split_infixes(piece: str, infix: re.Pattern) -> list[str]:
     if _URL.fullmatch(piece):
         return [piece]
     out, start = [], 0
-    for m in _INFIX.finditer(piece):
+    for m in infix.finditer(piece):
         if m.start() > start:
             out.append(piece[start : m.start()])
         if m.end() > m.start():
@@ -167,8 +202,9 @@ def _split_infixes(piece: str) -> list[str]:
     return out
 
 
-def _tokenize_chunk(chunk: str) -> tuple[str, ...]:
+def _tokenize_chunk(chunk: str, rules: WordRules) -> tuple[str, ...]:
     """Tokens of one whitespace-free chunk: prefixes, middle, suffixes."""
+    _special = rules.special
     prefixes: list[str] = []
     suffixes: list[str] = []
     while chunk:
@@ -199,7 +235,7 @@ def _tokenize_chunk(chunk: str) -> tuple[str, ...]:
             break
     middle: list[str] | tuple[str, ...] = []
     if chunk:
-        middle = _special(chunk) or _split_infixes(chunk)
+        middle = _special(chunk) or _split_infixes(chunk, rules.infix)
     return (*prefixes, *middle, *reversed(suffixes))
 
 
@@ -207,22 +243,40 @@ class _ChunkTokens(dict):
     """chunk -> its tokens, computed on first sight (word frequencies are Zipfian, so
     nearly every lookup is a hit and runs at C speed through ``map``)."""
 
+    def __init__(self, rules: WordRules):
+        super().__init__()
+        self.rules = rules
+
     def __missing__(self, chunk: str) -> tuple[str, ...]:
         if len(self) >= 200_000:
             self.clear()
-        toks = self[chunk] = _tokenize_chunk(chunk)
+        toks = self[chunk] = _tokenize_chunk(chunk, self.rules)
         return toks
 
 
-_CHUNKS = _ChunkTokens()
+# Which languages split hyphenated words follows spaCy's blank(lang) tokenizers.
+ENGLISH = WordRules(_english_special)
+_GENERIC = WordRules(_base_special)
+_RULES = {"en": ENGLISH, **{lang: WordRules(_base_special, elision=True) for lang in ("fr", "it")},
+          "ca": WordRules(_base_special, split_hyphens=False, elision=True),
+          **{lang: WordRules(_base_special, split_hyphens=False) for lang in ("de", "es", "pt", "nl", "ro", "sv")}}
 
 
-@lru_cache(maxsize=8)
-def split_words(text: str) -> tuple[str, ...]:
-    """Words and punctuation tokens of ``text``, in order, whitespace dropped.
-    Approximates datatrove's ``split_into_words`` for English (spaCy's rules). The last
-    few results are cached, as filters in a chain split the same text."""
-    return tuple(chain.from_iterable(map(_CHUNKS.__getitem__, text.split())))
+def word_rules(lang: str) -> WordRules:
+    """The rule set for ``lang`` (ISO 639-1); spaCy's language-neutral rules for others."""
+    return _RULES.get(lang, _GENERIC)
+
+
+@lru_cache(maxsize=16)
+def split_words(text: str, lang: str = "en") -> tuple[str, ...]:
+    """Words and punctuation tokens of ``text``, in order, whitespace dropped, split the
+    way datatrove's ``split_into_words(text, lang)`` does: spaCy's rules re-implemented
+    here for languages written with spaces, the same segmenter as datatrove for zh, ja,
+    ko, th and vi (``curate[multilingual]``), IndicNLP's rule for hi. The last few
+    results are cached, as filters in a chain split the same text."""
+    if lang in SEGMENTED:
+        return segment(text, lang)
+    return tuple(chain.from_iterable(map(word_rules(lang).chunks.__getitem__, text.split())))
 
 
 def is_symbol_word(word: str) -> bool:
@@ -249,12 +303,17 @@ def _is_punct_token(token: str) -> bool:
     return all(unicodedata.category(c).startswith("P") for c in token)
 
 
-def count_sentences(text: str, stop_at: int | None = None) -> int:
+def count_sentences(text: str, stop_at: int | None = None, lang: str = "en") -> int:
     """Number of sentences in ``text`` by the sentencizer rule: a sentence ends at a
-    terminal-mark token and the next sentence starts at the next token that is not
-    punctuation. Stops counting at ``stop_at`` when given (the caller only needs to know
-    whether a minimum is reached). Empty text has 0 sentences."""
-    tokens = split_words(text)
+    terminal-mark token (any script's: ``.`` ``。`` ``।`` ``؟`` ...) and the next sentence
+    starts at the next token that is not punctuation. Words are split for ``lang``; Thai
+    has no sentence mark, so a Thai sentence is a space-separated run of text. Stops
+    counting at ``stop_at`` when given (the caller only needs to know whether a minimum
+    is reached). Empty text has 0 sentences."""
+    if lang == "th":
+        n = len(text.split())
+        return n if stop_at is None else min(n, stop_at)
+    tokens = split_words(text, lang)
     if not tokens:
         return 0
     n, seen_end = 1, False
