@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import operator
 import re
-from collections import Counter
-from itertools import accumulate, compress
+from itertools import compress
+
+import numpy as np
 
 from curate.filters.languages import LanguageRouter
 from curate.filters.text import LETTERS, SYMBOL, WORD_KINDS, split_words
@@ -119,41 +120,67 @@ def _dup_count_and_chars(items: list[str]) -> tuple[int, int]:
     return n, chars
 
 
-def _ngrams(words: tuple[str, ...], n: int) -> list[tuple[str, ...]]:
-    return list(zip(*(words[k:] for k in range(n))))
+class _WordIds(dict):
+    """word -> a small integer, assigned on first sight; ids are compared within one
+    document only, so the table may be cleared between documents."""
+
+    def __missing__(self, word: str) -> int:
+        i = self[word] = len(self)
+        return i
 
 
-def _top_ngram_chars(words: tuple[str, ...], n: int) -> int:
+_WORD_IDS = _WordIds()
+
+
+def ngram_ids(words: tuple[str, ...], max_n: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """For n = 2..max_n: (ids, first) where ``ids[i]`` numbers the n-gram starting at word
+    i (equal n-grams, equal numbers) and ``first[g]`` is where n-gram number g first
+    occurs. Built exactly, one sort per n: an (n-1)-gram's number and the next word's
+    number make the n-gram's key."""
+    if len(_WORD_IDS) > 1_000_000:
+        _WORD_IDS.clear()
+    word_ids = np.fromiter(map(_WORD_IDS.__getitem__, words), dtype=np.int64, count=len(words))
+    out = {}
+    ids, base = word_ids, int(word_ids.max(initial=0)) + 1
+    for n in range(2, max_n + 1):
+        m = len(words) - n + 1
+        if m <= 0:
+            break
+        _, first, ids = np.unique(ids[:m] * base + word_ids[n - 1:], return_index=True, return_inverse=True)
+        out[n] = (ids, first)
+    return out
+
+
+def _top_ngram_chars(grams: tuple[np.ndarray, np.ndarray], n: int, cum_len: np.ndarray) -> int:
     """Characters of the most frequent n-gram (words joined by single spaces) times its
-    count; ties go to the n-gram seen first. 0 when there are fewer than n words."""
-    grams = _ngrams(words, n)
-    if not grams:
-        return 0
-    gram, count = Counter(grams).most_common(1)[0]
-    return (sum(map(len, gram)) + n - 1) * count
+    count; ties go to the n-gram seen first."""
+    ids, first = grams
+    counts = np.bincount(ids)
+    top = counts.max()
+    start = int(first[counts == top].min())
+    return int(cum_len[start + n] - cum_len[start] + n - 1) * int(top)
 
 
-def _dup_ngram_chars(words: tuple[str, ...], n: int, cum_len: list[int]) -> int:
+def _dup_ngram_chars(grams: tuple[np.ndarray, np.ndarray], n: int, cum_len: np.ndarray) -> int:
     """Characters (words joined without spaces) in repeated n-grams, scanning left to right
-    and jumping past each repeat so overlapping repeats are not counted twice.
-    ``cum_len[i]`` is the length of the first i words joined."""
-    grams = _ngrams(words, n)
-    m = len(grams)
-    first = dict(zip(reversed(grams), range(m - 1, -1, -1)))  # n-gram -> first position
-    if len(first) == m:
+    and jumping past each repeat so overlapping repeats are not counted twice (datatrove's
+    order). Only the positions of repeats are visited in Python."""
+    ids, first = grams
+    repeats = np.flatnonzero(first[ids] != np.arange(len(ids)))
+    if len(repeats) == 0:
         return 0
-    repeats = list(compress(range(m), map(operator.ne, map(first.__getitem__, grams), range(m))))
-    seen: set[tuple[str, ...]] = set()
+    gram_list = ids.tolist()
+    seen: set[int] = set()
     total = idx = 0
-    for r in repeats:
+    for r in repeats.tolist():
         if r < idx:
             continue
-        seen.update(grams[idx:r])  # everything between repeats is a first occurrence
-        if grams[r] in seen:
-            total += cum_len[r + n] - cum_len[r]
+        seen.update(gram_list[idx:r])  # everything between repeats is a first occurrence
+        if gram_list[r] in seen:
+            total += int(cum_len[r + n] - cum_len[r])
             idx = r + n
         else:
-            seen.add(grams[r])
+            seen.add(gram_list[r])
             idx = r + 1
     return total
 
@@ -209,13 +236,16 @@ class GopherRepetition(Filter):
             return f"dup_line_char_frac {_fmt(dup_chars / size)} > {self.dup_line_char_frac}"
 
         words = split_words(text, self.language)
+        max_n = max((n for n, _ in self.top_n_grams + self.dup_n_grams), default=0)
+        grams = ngram_ids(words, max_n)
+        cum_len = np.zeros(len(words) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, words), dtype=np.int64, count=len(words)), out=cum_len[1:])
         for n, frac in self.top_n_grams:
-            value = _top_ngram_chars(words, n) / size
+            value = _top_ngram_chars(grams[n], n, cum_len) / size if n in grams else 0.0
             if value > frac:
                 return f"top_{n}_gram_char_frac {_fmt(value)} > {frac}"
-        cum_len = [0, *accumulate(map(len, words))]
         for n, frac in self.dup_n_grams:
-            chars = _dup_ngram_chars(words, n, cum_len)
+            chars = _dup_ngram_chars(grams[n], n, cum_len) if n in grams else 0
             if chars / size > frac:
                 return f"dup_{n}_gram_char_frac {_fmt(chars / size)} > {frac}"
             if chars == 0:

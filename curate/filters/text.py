@@ -73,8 +73,11 @@ _UNITS = (
 ).split()
 # Pictographs and other symbols (Unicode "So"): split off on every side, like punctuation.
 _ICONS = "\u00a6\u00a9\u00ae\u00b0\u2100-\u214f\u2190-\u21ff\u2300-\u23ff\u2500-\u27bf\u2b00-\u2bff\U0001f000-\U0001faff"
-_LOWER = "a-z\u00df-\u00f6\u00f8-\u00ff"
-_UPPER = "A-Z\u00c0-\u00d6\u00d8-\u00de"
+# Like spaCy's ALPHA_LOWER / ALPHA_UPPER: Latin, Cyrillic and Greek by case; letters of
+# scripts without case (Arabic, Hebrew, Devanagari, Thai, CJK ...) count as lower case.
+_UNCASED = "\u0590-\u05ff\u0600-\u06ff\u0750-\u077f\u0900-\u0dff\u0e00-\u0e7f\u3040-\u30ff\u4e00-\u9fff\uac00-\ud7af"
+_LOWER = "a-z\u00df-\u00f6\u00f8-\u00ff\u0101-\u017f\u0430-\u045f\u0491\u03ac-\u03ce" + _UNCASED
+_UPPER = "A-Z\u00c0-\u00d6\u00d8-\u00de\u0100-\u017e\u0400-\u042f\u0490\u0386-\u03ab"
 _ALPHA = r"[^\W\d_]"
 
 
