@@ -88,10 +88,8 @@ def _cls(chars: str) -> str:
 _PREFIX = re.compile(
     r"(?:US\$|C\$|A\$|\.\.+|…+|''|\+(?![0-9])|" + _cls("§%=—–" + _PUNCT + _QUOTES + _CURRENCY) + f"|[{_ICONS}])"
 )
-_SUFFIX = re.compile(
-    "(?:"
-    + "|".join(
-        [
+_UNIT_SUFFIX = r"(?<=[0-9])(?:" + "|".join(re.escape(u) for u in sorted(_UNITS, key=len, reverse=True)) + ")"
+_SUFFIX_PARTS = [
             r"\.\.+|…+|''",
             "['\u2019][sS]",
             f"[{_ICONS}]",
@@ -99,13 +97,9 @@ _SUFFIX = re.compile(
             r"(?<=[0-9])\+",
             r"(?<=°[FfCcKk])\.",
             r"(?<=[0-9])" + _cls(_CURRENCY),
-            r"(?<=[0-9])(?:" + "|".join(re.escape(u) for u in sorted(_UNITS, key=len, reverse=True)) + ")",
             r"(?<=[0-9" + _LOWER + r"%²\-+…" + re.escape(_PUNCT + _QUOTES) + r"])\.",
             r"(?<=[" + _UPPER + "][" + _UPPER + r"])\.",
-        ]
-    )
-    + r")\Z"
-)
+]
 _INFIX_PARTS = [
     r"\.\.+|…+",
     f"[{_ICONS}]",
@@ -183,8 +177,9 @@ class WordRules:
     """One language's spaCy-style rules: its special cases (a function chunk -> tokens
     or None) and its infixes (whether hyphens between letters split, and elisions)."""
 
-    def __init__(self, special, split_hyphens: bool = True, elision: bool = False):
+    def __init__(self, special, split_hyphens: bool = True, elision: bool = False, units: bool = True):
         self.special = special
+        self.suffix = re.compile("(?:" + "|".join(_SUFFIX_PARTS + ([_UNIT_SUFFIX] if units else [])) + r")\Z")
         parts = _INFIX_PARTS + ([_HYPHEN_INFIX] if split_hyphens else []) + ([_ELISION_INFIX] if elision else [])
         self.infix = re.compile("|".join(parts))
         self.chunks = _ChunkTokens(self)
@@ -219,7 +214,7 @@ def _tokenize_chunk(chunk: str, rules: WordRules) -> tuple[str, ...]:
             prefixes.append(m.group())
             chunk = chunk[m.end():]
             break
-        s = _SUFFIX.search(chunk, m.end() if m else 0)
+        s = rules.suffix.search(chunk, m.end() if m else 0)
         if s and s.start() > 0 and _special(chunk[: s.start()]) is not None:
             suffixes.append(s.group())
             chunk = chunk[: s.start()]
@@ -257,12 +252,14 @@ class _ChunkTokens(dict):
         return toks
 
 
-# Which languages split hyphenated words follows spaCy's blank(lang) tokenizers.
+# Which languages split hyphenated words and units off numbers (5km, 40%) follows
+# spaCy's blank(lang) tokenizers.
 ENGLISH = WordRules(_english_special)
 _GENERIC = WordRules(_base_special)
 _RULES = {"en": ENGLISH, **{lang: WordRules(_base_special, elision=True) for lang in ("fr", "it")},
-          "ca": WordRules(_base_special, split_hyphens=False, elision=True),
-          **{lang: WordRules(_base_special, split_hyphens=False) for lang in ("de", "es", "pt", "nl", "ro", "sv")}}
+          "ca": WordRules(_base_special, split_hyphens=False, elision=True, units=False),
+          **{lang: WordRules(_base_special, split_hyphens=False) for lang in ("de", "pt", "sv")},
+          **{lang: WordRules(_base_special, split_hyphens=False, units=False) for lang in ("es", "nl", "ro", "el")}}
 
 
 def word_rules(lang: str) -> WordRules:
