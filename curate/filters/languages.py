@@ -56,10 +56,10 @@ class LanguageRouter:
         self.explicit = {k: v for k, v in args.items()
                          if k in defaults and k not in ("language", "languages") and v != defaults[k]}
         self.step, self.fixed = step, language
-        self.overrides = {str(k): dict(v) for k, v in (languages or {}).items()}
-        for lang, params in self.overrides.items():
+        for lang, params in (languages or {}).items():
             if not isinstance(params, dict):
-                raise ValueError(f"languages.{lang} must be a mapping of parameters")
+                raise ValueError(f"languages.{lang} must be a mapping of parameters, not {params!r}")
+        self.overrides = {str(k): dict(v) for k, v in (languages or {}).items()}
         self.copies: dict[str, object] = {}
         for lang in self.overrides:  # build now, so a wrong parameter name fails at config time
             self.copy_for(lang)

@@ -173,6 +173,43 @@ def _base_special(chunk: str) -> tuple[str, ...] | None:
     return _BASE_SPECIALS.get(chunk)
 
 
+# Romanian and Catalan write clitics joined by hyphens (ro "s-a", "într-un", "sack-uri";
+# ca "Assegureu-vos") or apostrophes (ca "veure'l", "se'n"); spaCy makes each a token,
+# the hyphen staying with a clitic before the word and starting one after it.
+_CLITIC_CHUNK = re.compile(rf"{_ALPHA}+(?:-{_ALPHA}+)+|{_ALPHA}+['’](?:l|n|s|m|t|ls|ns)")
+_RO_PROCLITICS = set("s i l le de într dintr printr prin și a p n m ne te v ce c mi ți îi ni vi li nu să".split())
+_RO_ENCLITICS = set("uri urile urilor ul ului ului o se a i l le mi ți și ne vă lor".split())
+_CA_ENCLITICS = set("lo la los les li ho hi ne se vos nos me te m t n s l ns ls en".split())
+_CA_CONTRACTIONS = {w: (w[0], w[1:]) for w in ("del", "dels", "pel", "pels", "Del", "Dels", "Pel", "Pels", "al", "als")}
+
+
+def _clitics(chunk: str, proclitics: set[str], enclitics: set[str]) -> tuple[str, ...] | None:
+    if not _CLITIC_CHUNK.fullmatch(chunk):
+        return None
+    if "-" not in chunk:
+        cut = max(chunk.rfind("'"), chunk.rfind("’"))
+        return chunk[:cut], chunk[cut:]
+    parts = chunk.split("-")
+    out = [parts[0]]
+    for part in parts[1:]:
+        if out[-1].lower() in proclitics:
+            out[-1] += "-"
+            out.append(part)
+        elif part.lower() in enclitics:
+            out.append("-" + part)
+        else:
+            out[-1] += "-" + part  # an ordinary compound stays whole
+    return tuple(out) if len(out) > 1 else None
+
+
+def _ro_special(chunk: str) -> tuple[str, ...] | None:
+    return _BASE_SPECIALS.get(chunk) or _clitics(chunk, _RO_PROCLITICS, _RO_ENCLITICS)
+
+
+def _ca_special(chunk: str) -> tuple[str, ...] | None:
+    return _BASE_SPECIALS.get(chunk) or _CA_CONTRACTIONS.get(chunk) or _clitics(chunk, set(), _CA_ENCLITICS)
+
+
 class WordRules:
     """One language's spaCy-style rules: its special cases (a function chunk -> tokens
     or None) and its infixes (whether hyphens between letters split, and elisions)."""
@@ -257,9 +294,10 @@ class _ChunkTokens(dict):
 ENGLISH = WordRules(_english_special)
 _GENERIC = WordRules(_base_special)
 _RULES = {"en": ENGLISH, **{lang: WordRules(_base_special, elision=True) for lang in ("fr", "it")},
-          "ca": WordRules(_base_special, split_hyphens=False, elision=True, units=False),
+          "ca": WordRules(_ca_special, split_hyphens=False, elision=True, units=False),
+          "ro": WordRules(_ro_special, split_hyphens=False, units=False),
           **{lang: WordRules(_base_special, split_hyphens=False) for lang in ("de", "pt", "sv")},
-          **{lang: WordRules(_base_special, split_hyphens=False, units=False) for lang in ("es", "nl", "ro", "el")}}
+          **{lang: WordRules(_base_special, split_hyphens=False, units=False) for lang in ("es", "nl", "el")}}
 
 
 def word_rules(lang: str) -> WordRules:
