@@ -47,6 +47,8 @@ PEER_PACKAGES = ["datatrove==0.10.1", "spacy>=3.7", "regex", "fasteners", "reque
 # datatrove's word tokenizers for languages without spaces (its `multilingual` extra).
 PEER_MULTILINGUAL = ["spacy[ja]>=3.8", "sudachidict_core", "jieba", "kiwipiepy<0.22", "pythainlp", "pyvi", "indic-nlp-library"]
 MULTILINGUAL_FILTERS = ["gopher_quality", "gopher_repetition", "fineweb_quality"]
+# datatrove resolves a bare "hi" to a Stanza proxy tokenizer; its Devanagari Hindi is "hin_Deva".
+PEER_LANGUAGE = {"hi": "hin_Deva"}
 FILTERS = ["gopher_quality", "gopher_repetition", "c4_quality", "fineweb_quality", "c4_badwords"]
 
 # Runs inside the datatrove venv: reads {"mode", "docs", "out"} as JSON from argv[1].
@@ -99,8 +101,12 @@ elif job["mode"] == "agree":
         out[name] = rows
     from datatrove.utils.text import split_into_words
     out["tokens"] = [split_into_words(d["text"]) for d in docs]
-else:  # bench: the chain Gopher quality -> Gopher repetition -> C4 -> FineWeb
-    chain = [GopherQualityFilter(), GopherRepetitionFilter(), C4QualityFilter(), FineWebQualityFilter()]
+else:  # bench: the chain Gopher quality -> Gopher repetition -> C4 -> FineWeb (or per-language, without C4)
+    if job["mode"] == "bench_lang":
+        lang = job["language"]
+        chain = [make[n](language=lang, **job["settings"][n]) for n in job["filters"]]
+    else:
+        chain = [GopherQualityFilter(), GopherRepetitionFilter(), C4QualityFilter(), FineWebQualityFilter()]
     chain[0].filter(Document(text="warm up the spaCy tokenizer before timing.", id="w"))
     kept = []
     t0, c0 = time.perf_counter(), time.process_time()
@@ -288,7 +294,7 @@ def multilingual_agreement(python: Path, work: Path, langs: list[str]) -> None:
         docs_path = work / f"docs_{lang}.jsonl"
         docs_path.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs))
         peer = run_peer(python, "agree_lang", docs_path, work, MULTILINGUAL_FILTERS,
-                        language=lang, settings=peer_settings(lang))
+                        language=PEER_LANGUAGE.get(lang, lang), settings=peer_settings(lang))
         cells = []
         for name in MULTILINGUAL_FILTERS:
             mine = ours(name, docs, language=lang)
