@@ -202,6 +202,22 @@ def _clitics(chunk: str, proclitics: set[str], enclitics: set[str]) -> tuple[str
     return tuple(out) if len(out) > 1 else None
 
 
+# Indonesian reduplications stay whole in spaCy's id exceptions (masing-masing, anak-anak,
+# bertahun-tahun, terus-menerus); other hyphenated words split. Here: both halves share a
+# stretch of at least three letters (or are the same short word).
+_HYPHEN_PAIR = re.compile(r"([a-zA-Z]+)-([a-z]+)")
+
+
+def _id_special(chunk: str) -> tuple[str, ...] | None:
+    hit = _BASE_SPECIALS.get(chunk)
+    m = _HYPHEN_PAIR.fullmatch(chunk) if hit is None else None
+    if m:
+        a, b = m.group(1).lower(), m.group(2)
+        if a == b or any(b[i:i + 3] in a for i in range(len(b) - 2)):
+            hit = (chunk,)
+    return hit
+
+
 def _ro_special(chunk: str) -> tuple[str, ...] | None:
     return _BASE_SPECIALS.get(chunk) or _clitics(chunk, _RO_PROCLITICS, _RO_ENCLITICS)
 
@@ -297,6 +313,7 @@ _RULES = {"en": ENGLISH, **{lang: WordRules(_base_special, elision=True) for lan
           "ca": WordRules(_ca_special, split_hyphens=False, elision=True, units=False),
           "ro": WordRules(_ro_special, split_hyphens=False, units=False),
           **{lang: WordRules(_base_special, split_hyphens=False) for lang in ("de", "pt", "sv")},
+          "id": WordRules(_id_special),
           **{lang: WordRules(_base_special, split_hyphens=False, units=False) for lang in ("es", "nl", "el")}}
 
 
