@@ -132,15 +132,18 @@ class C4BadWords(Filter):
     ``meta.lang`` (English when absent; languages without a list are kept); a file given
     here applies to every language (for languages written without spaces set
     ``whole_words=False``). ``keep_fraction`` of the matching documents are kept at
-    random (seeded)."""
+    random (seeded). ``allowed_words`` are taken off the list (for zh and ja, words
+    that are common inside other words, as datatrove does)."""
 
     def __init__(self, words_path: str | None = None, whole_words: bool = True,
-                 keep_fraction: float = 0.0, seed: int = 0, language: str | None = None,
+                 keep_fraction: float = 0.0, seed: int = 0, allowed_words: list[str] | None = None,
+                 language: str | None = None,
                  languages: dict | None = None, text_key: str = "text"):
         super().__init__()
         if not 0.0 <= keep_fraction <= 1.0:
             raise ValueError("keep_fraction must be in [0, 1]")
         self.words_path = Path(words_path) if words_path else None
+        self.allowed_words = frozenset(allowed_words or ())
         self.whole_words = whole_words
         self.keep_fraction = keep_fraction
         self.seed = seed
@@ -153,7 +156,7 @@ class C4BadWords(Filter):
         if self.words_path is None:
             self._regex = re.compile(r"(?!)")  # no list for this language: matches nothing
             return
-        words = sorted(load_word_list(self.words_path), key=len, reverse=True)
+        words = sorted(set(load_word_list(self.words_path)) - self.allowed_words, key=len, reverse=True)
         alternation = "|".join(re.escape(w.lower()) for w in words)
         pattern = rf"(?:\W|^)({alternation})(?:\W|$)" if self.whole_words else f"({alternation})"
         self._regex = re.compile(pattern)

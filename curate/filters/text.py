@@ -322,7 +322,7 @@ def word_rules(lang: str) -> WordRules:
     return _RULES.get(lang, _GENERIC)
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=1024)  # a batch: every rule step of a chain reuses the split
 def split_words(text: str, lang: str = "en") -> tuple[str, ...]:
     """Words and punctuation tokens of ``text``, in order, whitespace dropped, split the
     way datatrove's ``split_into_words(text, lang)`` does: spaCy's rules re-implemented

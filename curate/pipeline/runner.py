@@ -63,7 +63,7 @@ class _StepFigures:
         self.seconds = 0.0
 
     def count_removed(self, removed: list) -> None:
-        self.count_removed(removed)
+        self.removed.update(rule_of(r.reason) for r in removed)
         self.removed_by_lang.update(r.doc.meta["lang"] for r in removed if r.doc.meta.get("lang"))
 
     def to_dict(self):
