@@ -47,8 +47,9 @@ PEER_PACKAGES = ["datatrove==0.10.1", "spacy>=3.7", "regex", "fasteners", "reque
 # datatrove's word tokenizers for languages without spaces (its `multilingual` extra).
 PEER_MULTILINGUAL = ["spacy[ja]>=3.8", "sudachidict_core", "jieba", "kiwipiepy<0.22", "pythainlp", "pyvi", "indic-nlp-library"]
 MULTILINGUAL_FILTERS = ["gopher_quality", "gopher_repetition", "fineweb_quality"]
-# datatrove resolves a bare "hi" to a Stanza proxy tokenizer; its Devanagari Hindi is "hin_Deva".
-PEER_LANGUAGE = {"hi": "hin_Deva"}
+# datatrove 0.10.1 resolves a bare "hi" to a Stanza proxy tokenizer and "zh" to spaCy's "xx" rules;
+# FineWeb-2 ran these languages as "hin_Deva" and "cmn_Hani" (IndicNLP and jieba).
+PEER_LANGUAGE = {"hi": "hin_Deva", "zh": "cmn_Hani"}
 FILTERS = ["gopher_quality", "gopher_repetition", "c4_quality", "fineweb_quality", "c4_badwords"]
 
 # Runs inside the datatrove venv: reads {"mode", "docs", "out"} as JSON from argv[1].

@@ -301,7 +301,10 @@ class _ChunkTokens(dict):
     def __missing__(self, chunk: str) -> tuple[str, ...]:
         if len(self) >= 200_000:
             self.clear()
-        toks = self[chunk] = _tokenize_chunk(chunk, self.rules)
+        if chunk.isalpha():  # letters only: no prefix, suffix or infix can apply
+            toks = self[chunk] = self.rules.special(chunk) or (chunk,)
+        else:
+            toks = self[chunk] = _tokenize_chunk(chunk, self.rules)
         return toks
 
 
