@@ -230,10 +230,13 @@ class WordRules:
     """One language's spaCy-style rules: its special cases (a function chunk -> tokens
     or None) and its infixes (whether hyphens between letters split, and elisions)."""
 
-    def __init__(self, special, split_hyphens: bool = True, elision: bool = False, units: bool = True):
+    def __init__(self, special, split_hyphens: bool = True, elision: bool = False, units: bool = True,
+                 more_infixes: tuple[str, ...] = (), more_prefixes: str = ""):
         self.special = special
+        self.prefix = re.compile(f"{_cls(more_prefixes)}|{_PREFIX.pattern}") if more_prefixes else _PREFIX
         self.suffix = re.compile("(?:" + "|".join(_SUFFIX_PARTS + ([_UNIT_SUFFIX] if units else [])) + r")\Z")
         parts = _INFIX_PARTS + ([_HYPHEN_INFIX] if split_hyphens else []) + ([_ELISION_INFIX] if elision else [])
+        parts += list(more_infixes)
         self.infix = re.compile("|".join(parts))
         self.chunks = _ChunkTokens(self)
 
@@ -262,7 +265,7 @@ def _tokenize_chunk(chunk: str, rules: WordRules) -> tuple[str, ...]:
         if _special(chunk) is not None:
             break
         size = len(chunk)
-        m = _PREFIX.match(chunk)
+        m = rules.prefix.match(chunk)
         if m and m.end() < size and _special(chunk[m.end():]) is not None:
             prefixes.append(m.group())
             chunk = chunk[m.end():]
@@ -316,7 +319,7 @@ _RULES = {"en": ENGLISH, **{lang: WordRules(_base_special, elision=True) for lan
           "ca": WordRules(_ca_special, split_hyphens=False, elision=True, units=False),
           "ro": WordRules(_ro_special, split_hyphens=False, units=False),
           **{lang: WordRules(_base_special, split_hyphens=False) for lang in ("de", "pt", "sv")},
-          "id": WordRules(_id_special),
+          "id": WordRules(_id_special, more_infixes=(r"(?<=[a-zA-Z])-(?=[0-9])",), more_prefixes="/"),
           **{lang: WordRules(_base_special, split_hyphens=False, units=False) for lang in ("es", "nl", "el")}}
 
 
