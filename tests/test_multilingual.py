@@ -10,7 +10,7 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
-from curate.filters.gopher import GopherQuality, GopherRepetition, _dup_ngram_chars, _top_ngram_chars, ngram_ids
+from curate.filters.gopher import GopherQuality, GopherRepetition, _dup_ngram_chars, _top_ngram_chars, NGramIds
 from curate.filters.languages import language_settings, step_settings
 from curate.filters.segmenters import SEGMENTED, available
 from curate.filters.text import count_sentences, split_words
@@ -185,7 +185,7 @@ def test_vectorised_ngrams_equal_the_plain_loop(shared):
         words[j:j] = words[i:i + int(rng.integers(3, 30))]
     words = tuple(words)
     cum = np.concatenate([[0], np.cumsum([len(w) for w in words])])
-    grams = ngram_ids(words, 10)
+    grams = NGramIds(words)
     for n in range(5, 11):
         assert _dup_ngram_chars(grams[n], n, cum) == plain_dup_ngram_chars(words, n)
     for n in (2, 3, 4):

@@ -132,23 +132,30 @@ class _WordIds(dict):
 _WORD_IDS = _WordIds()
 
 
-def ngram_ids(words: tuple[str, ...], max_n: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """For n = 2..max_n: (ids, first) where ``ids[i]`` numbers the n-gram starting at word
-    i (equal n-grams, equal numbers) and ``first[g]`` is where n-gram number g first
-    occurs. Built exactly, one sort per n: an (n-1)-gram's number and the next word's
-    number make the n-gram's key."""
-    if len(_WORD_IDS) > 1_000_000:
-        _WORD_IDS.clear()
-    word_ids = np.fromiter(map(_WORD_IDS.__getitem__, words), dtype=np.int64, count=len(words))
-    out = {}
-    ids, base = word_ids, int(word_ids.max(initial=0)) + 1
-    for n in range(2, max_n + 1):
-        m = len(words) - n + 1
-        if m <= 0:
-            break
-        _, first, ids = np.unique(ids[:m] * base + word_ids[n - 1:], return_index=True, return_inverse=True)
-        out[n] = (ids, first)
-    return out
+class NGramIds:
+    """``grams[n]`` is (ids, first) for the n-grams of ``words``: ``ids[i]`` numbers the
+    n-gram starting at word i (equal n-grams, equal numbers) and ``first[g]`` is where
+    n-gram number g first occurs. Built exactly and on demand, one sort per n: an
+    (n-1)-gram's number and the next word's number make the n-gram's key."""
+
+    def __init__(self, words: tuple[str, ...]):
+        if len(_WORD_IDS) > 1_000_000:
+            _WORD_IDS.clear()
+        self.word_ids = np.fromiter(map(_WORD_IDS.__getitem__, words), dtype=np.int64, count=len(words))
+        self.base = int(self.word_ids.max(initial=0)) + 1
+        self.levels: dict[int, tuple[np.ndarray, np.ndarray]] = {1: (self.word_ids, np.empty(0, np.int64))}
+
+    def __contains__(self, n: int) -> bool:
+        return len(self.word_ids) - n + 1 > 0
+
+    def __getitem__(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        k = max(k for k in self.levels if k <= n)
+        ids = self.levels[k][0]
+        for level in range(k + 1, n + 1):
+            m = len(self.word_ids) - level + 1
+            _, first, ids = np.unique(ids[:m] * self.base + self.word_ids[level - 1:], return_index=True, return_inverse=True)
+            self.levels[level] = (ids, first)
+        return self.levels[n]
 
 
 def _top_ngram_chars(grams: tuple[np.ndarray, np.ndarray], n: int, cum_len: np.ndarray) -> int:
@@ -236,8 +243,7 @@ class GopherRepetition(Filter):
             return f"dup_line_char_frac {_fmt(dup_chars / size)} > {self.dup_line_char_frac}"
 
         words = split_words(text, self.language)
-        max_n = max((n for n, _ in self.top_n_grams + self.dup_n_grams), default=0)
-        grams = ngram_ids(words, max_n)
+        grams = NGramIds(words)
         cum_len = np.zeros(len(words) + 1, dtype=np.int64)
         np.cumsum(np.fromiter(map(len, words), dtype=np.int64, count=len(words)), out=cum_len[1:])
         for n, frac in self.top_n_grams:
