@@ -1,23 +1,29 @@
 """Word and sentence splitting shared by the heuristic filters, without spaCy.
 
-datatrove splits English text with spaCy's rule-based tokenizer (``spacy.blank("en")``)
-and counts sentences with spaCy's ``sentencizer``. Tokenizing is most of those filters'
-cost, so this module re-implements the same algorithm -- split on whitespace, peel
-prefixes and suffixes, keep special cases and URLs whole, split the rest at infixes --
-with a compact English rule set of its own, and caches the tokens of each whitespace
-chunk (word frequencies are Zipfian, so almost every chunk is a cache hit):
+datatrove splits text with spaCy's rule-based tokenizer (``spacy.blank(lang)``) for most
+languages and counts sentences with spaCy's ``sentencizer``. Tokenizing is most of those
+filters' cost, so this module re-implements the same algorithm -- split on whitespace,
+peel prefixes and suffixes, keep special cases and URLs whole, split the rest at infixes
+-- with compact rule sets of its own, and caches the tokens of each whitespace chunk
+(word frequencies are Zipfian, so almost every chunk is a cache hit):
 
 * punctuation comes off word edges one mark at a time (``"end."`` -> ``end`` ``.``);
   runs of dots (``...``) stay one token;
-* contractions split like spaCy: ``don't`` -> ``do`` ``n't``, ``John's`` -> ``John`` ``'s``;
-* hyphens between letters split (``well-known`` -> ``well`` ``-`` ``known``);
+* English contractions split like spaCy: ``don't`` -> ``do`` ``n't``, ``John's`` ->
+  ``John`` ``'s``, but elided forms stay whole: ``banish'd``, ``on't``, ``'em``;
+* hyphens between letters split (``well-known`` -> ``well`` ``-`` ``known``) in the
+  languages whose spaCy rules do so;
 * numbers keep their inner ``. , : /`` (``3.5``, ``1,000``, ``10:30``, ``1/2``);
-* abbreviations (``U.S.``, ``e.g.``, ``Mr.``, initials like ``J.``) and URLs stay whole.
+* abbreviations (``U.S.``, ``e.g.``, ``Mr.``, initials like ``J.``) and URLs stay whole;
+* per language (``word_rules``): elisions in fr/it/ca (``l'homme`` -> ``l'`` ``homme``),
+  clitics in ro/ca, Indonesian reduplications, units kept on numbers in es/ca/nl/ro/el.
 
-Known differences from spaCy: a shorter list of abbreviations and emoticons, runs of
-quote marks (wiki bold markup), and URLs without a scheme that spaCy's URL pattern
-accepts but ours does not. On the real documents of ../shared the two agree on about
-99.9% of tokens; ``benchmarks/filter_agreement.py`` measures this.
+Languages written without spaces go to the segmenters in ``segmenters.py``.
+
+Known differences from spaCy: shorter lists of abbreviations and emoticons and of each
+language's exceptions, runs of quote marks (wiki bold markup), and URLs without a scheme
+that spaCy's URL pattern accepts but ours does not. ``benchmarks/filter_agreement.py``
+measures the agreement, per language with ``--multilingual``.
 """
 from __future__ import annotations
 
