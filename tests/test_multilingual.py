@@ -192,3 +192,27 @@ def test_vectorised_ngrams_equal_the_plain_loop(shared):
         joined = [" ".join(words[i:i + n]) for i in range(len(words) - n + 1)]
         gram, count = Counter(joined).most_common(1)[0]
         assert _top_ngram_chars(grams[n], n, cum) == len(gram) * count
+
+
+def test_stats_and_inspect_break_removals_down_by_language(shared, tmp_path):
+    from click.testing import CliRunner
+
+    from curate.cli import cli
+    from curate.pipeline.runner import run_pipeline
+
+    rows = []
+    for lang in ("de", "fr", "es"):
+        real = docs_of(shared, lang, 1)[0]
+        rows.append({"id": f"{lang}-real", "text": real["text"], "lang": lang})
+        line = max(real["text"].split("\n"), key=len)[:80]
+        rows.append({"id": f"{lang}-planted", "text": real["text"] + ("\n" + line) * 10, "lang": lang})
+    rows.append({"id": "fi-planted", "text": "Tämä on rivi joka toistuu.\n" * 12, "lang": "fi"})
+    src = tmp_path / "mixed.jsonl"
+    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    stats = run_pipeline({"inputs": [str(src)], "steps": [{"step": "gopher_repetition"}],
+                          "output": {"dir": str(tmp_path / "out")}}, workers=1, quiet=True)
+    step = stats["steps"][0]
+    assert step["removed_by_lang"] == {"de": 1, "fr": 1, "es": 1, "fi": 1}
+    assert step["counters"] == {"lang_fallback_fi": 1}  # Finnish has no settings
+    res = CliRunner().invoke(cli, ["inspect", str(tmp_path / "out"), "-n", "1"])
+    assert res.exit_code == 0 and "(de 1, es 1, fi 1, fr 1)" in res.output

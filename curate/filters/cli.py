@@ -222,7 +222,7 @@ def inspect_cmd(out, step, rule, samples, width, seed):
     rng = random.Random(seed)
     for (step_name, rule_name), rows in sorted(groups.items(), key=lambda kv: (kv[0][0], -len(kv[1]))):
         langs = Counter(json.loads(r["meta"] or "{}").get("lang") for r in rows)
-        by_lang = ", ".join(f"{k} {v}" for k, v in langs.most_common() if k)
+        by_lang = ", ".join(f"{k} {v}" for k, v in sorted(langs.items(), key=lambda kv: (-kv[1], str(kv[0]))) if k)
         click.secho(f"== {step_name} / {rule_name}: {len(rows)} removed" + (f" ({by_lang})" if by_lang else ""), bold=True)
         for row in rng.sample(rows, min(samples, len(rows))):
             text = " ".join((row["text"] or "").split())
