@@ -103,9 +103,12 @@ _SUFFIX_PARTS = [
             r"(?<=[0-9])\+",
             r"(?<=°[FfCcKk])\.",
             r"(?<=[0-9])" + _cls(_CURRENCY),
-            r"(?<=[0-9" + _LOWER + r"%²\-+…" + re.escape(_PUNCT + _QUOTES) + r"])\.",
-            r"(?<=[" + _UPPER + "][" + _UPPER + r"])\.",
 ]
+_DOT_SUFFIXES = [
+    r"(?<=[0-9" + _LOWER + r"%²\-+…" + re.escape(_PUNCT + _QUOTES) + r"])\.",
+    r"(?<=[" + _UPPER + "][" + _UPPER + r"])\.",
+]
+_LETTER_DOT_SUFFIX = r"(?<=[" + _LOWER + _UPPER + r"])\."  # Persian: only after a letter ("است)." stays whole)
 _INFIX_PARTS = [
     r"\.\.+|…+",
     f"[{_ICONS}]",
@@ -237,10 +240,12 @@ class WordRules:
     or None) and its infixes (whether hyphens between letters split, and elisions)."""
 
     def __init__(self, special, split_hyphens: bool = True, elision: bool = False, units: bool = True,
-                 more_infixes: tuple[str, ...] = (), more_prefixes: str = ""):
+                 more_infixes: tuple[str, ...] = (), more_prefixes: str = "", dot_after_punct: bool = True):
         self.special = special
+        suffixes = _SUFFIX_PARTS + (_DOT_SUFFIXES if dot_after_punct else [_LETTER_DOT_SUFFIX])
+        suffixes += [_UNIT_SUFFIX] if units else []
         self.prefix = re.compile(f"{_cls(more_prefixes)}|{_PREFIX.pattern}") if more_prefixes else _PREFIX
-        self.suffix = re.compile("(?:" + "|".join(_SUFFIX_PARTS + ([_UNIT_SUFFIX] if units else [])) + r")\Z")
+        self.suffix = re.compile("(?:" + "|".join(suffixes) + r")\Z")
         parts = _INFIX_PARTS + ([_HYPHEN_INFIX] if split_hyphens else []) + ([_ELISION_INFIX] if elision else [])
         parts += list(more_infixes)
         self.infix = re.compile("|".join(parts))
@@ -325,6 +330,7 @@ _RULES = {"en": ENGLISH, **{lang: WordRules(_base_special, elision=True) for lan
           "ca": WordRules(_ca_special, split_hyphens=False, elision=True, units=False),
           "ro": WordRules(_ro_special, split_hyphens=False, units=False),
           **{lang: WordRules(_base_special, split_hyphens=False) for lang in ("de", "pt", "sv")},
+          "fa": WordRules(_base_special, dot_after_punct=False),
           "id": WordRules(_id_special, more_infixes=(r"(?<=[a-zA-Z])-(?=[0-9])",), more_prefixes="/"),
           **{lang: WordRules(_base_special, split_hyphens=False, units=False) for lang in ("es", "nl", "el")}}
 
