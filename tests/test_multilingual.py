@@ -215,3 +215,16 @@ def test_stats_and_inspect_break_removals_down_by_language(shared, tmp_path):
     assert step["counters"] == {"lang_fallback_fi": 1}  # Finnish has no settings
     res = CliRunner().invoke(cli, ["inspect", str(tmp_path / "out"), "-n", "1"])
     assert res.exit_code == 0 and "(de 1, es 1, fi 1, fr 1)" in res.output
+
+
+def test_missing_segmenter_gives_a_one_line_hint(monkeypatch):
+    from curate.errors import CurateError
+    from curate.filters import segmenters
+
+    monkeypatch.setitem(__import__("sys").modules, "jieba", None)  # import jieba now fails
+    segmenters._segmenter.cache_clear()
+    try:
+        with pytest.raises(CurateError, match=r"needs jieba: pip install 'curate\[multilingual\]'"):
+            segmenters.segment("我们在北京大学学习。", "zh")
+    finally:
+        segmenters._segmenter.cache_clear()
