@@ -3,7 +3,9 @@
 The shuffled copy has the same prompts and the same answers, only paired wrongly, so the
 held-out loss can tell them apart only through prompt conditioning: this measures how small
 an alignment fault the comparison detects, next to the base model's conditioning gain and the
-noise floor (two random halves of the clean vendor), all from one run.
+noise floor (two random halves of the clean vendor), all from one run. Both metrics are printed
+against their own noise floors: the held-out loss and prompt-following (answer loss after a
+mismatched prompt minus after the right one, per fine-tuned model).
 
     python benchmarks/compare_bench.py                      # CPU, ~0.2M params, a few minutes
     python benchmarks/compare_bench.py --dim 128 --layers 4 --vocab 2048 --pretrain-steps 1500 \\
@@ -54,15 +56,17 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--sft-steps", type=int, default=None, help="default: 2 epochs")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--method", choices=["full", "lora"], default="full")
+    ap.add_argument("--workers", type=int, default=1, help="(vendor, seed) runs in parallel processes")
     args = ap.parse_args()
 
     import pyarrow as pa
     import pyarrow.parquet as pq
     import torch
 
-    from annotations import compare as C
-    from annotations.arms import Settings
     from curate.demo import pretrain_base
+    from experiments.compare import run as C
+    from experiments.compare.arms import Settings
     from train.model import Llama
     from train.sft import to_messages
     from train.tokenizer import Tokenizer
@@ -95,10 +99,10 @@ def main() -> None:
     heldout = C.sample(heldout, args.heldout, seed=0)
     settings = Settings(seeds=args.seeds, budget="examples", steps=args.sft_steps,
                         train={"lr": 2e-3, "batch_size": 8, "seq_len": args.seq_len, "warmup_steps": 5,
-                               "device": args.device})
+                               "device": args.device}, method=args.method)
     t0 = time.perf_counter()
-    run = args.out / f"run_{tag}_n{args.n}_h{args.heldout}_s{args.seeds}_q{args.seq_len}"
-    result = C.compare(vendors, base, tok, heldout, settings, run, noise_floor="clean")
+    run = args.out / f"run_{tag}_n{args.n}_h{args.heldout}_s{args.seeds}_q{args.seq_len}_{args.method}"
+    result = C.compare(vendors, base, tok, heldout, settings, run, noise_floor="clean", workers=args.workers)
     compare_s = time.perf_counter() - t0
 
     pair = result["loss"]["pairs"]["shuffled|clean"]
@@ -115,9 +119,18 @@ def main() -> None:
           f"{' (ignores the prompt)' if cond['ignores_prompt'] else ''}")
     print(f"noise floor (halves of clean): diff {floor['diff']:+.4f} [{floor['lo']:+.4f}, {floor['hi']:+.4f}], "
           f"floor {floor['floor']:.4f}; effect / floor = {abs(pair['diff']) / max(floor['floor'], 1e-9):.2f}")
+    follow = result.get("prompt_following")
+    if follow:
+        fp, ff = follow["pairs"]["clean|shuffled"], follow["noise_floor"]
+        for name in ("clean", "shuffled"):
+            a = follow["arms"][name]
+            print(f"  {name:<9} prompt-following {a['mean']:+.4f} [{a['lo']:+.4f}, {a['hi']:+.4f}]")
+        print(f"prompt-following clean - shuffled: {fp['diff']:+.4f} nats [{fp['lo']:+.4f}, {fp['hi']:+.4f}] -> "
+              f"clean is {fp['verdict']}; its noise floor {ff['floor']:.4f}; effect / floor = "
+              f"{abs(fp['diff']) / max(ff['floor'], 1e-9):.2f}")
     print(f"peer (issue 7, ~3M params, CPU): shuffled - clean = {ISSUE_SHUFFLED:+.3f}; ours / peer = "
           f"{pair['diff'] / ISSUE_SHUFFLED:.2f}")
-    from annotations.compare_report import write_report
+    from experiments.report import write_report
 
     print(f"report: {write_report(result, run / 'report', 'Clean vs shuffled answers')}")
 

@@ -190,7 +190,7 @@ def run_peer(python: Path, mode: str, docs_path: Path, work: Path, filters: list
 
 def ours(name: str, docs: list[dict], language: str | None = None) -> list[tuple[str | None, str | None]]:
     """(reason or None, cleaned text for kept c4_quality docs) for each document."""
-    from curate.pipeline.step import build_step
+    from experiments.steps import build_step
     from curate.record import Document
 
     step = build_step({"step": name, "language": language})

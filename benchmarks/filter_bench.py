@@ -81,7 +81,7 @@ FINEWEB2_CHAIN = ("gopher_repetition", "fineweb_quality", "gopher_quality")
 
 
 def run_curate(docs: list[dict], steps=CHAIN, language: str | None = None) -> tuple[float, float, list[str]]:
-    from curate.pipeline.step import build_step
+    from experiments.steps import build_step
     from curate.record import Document
 
     chain = [build_step({"step": s, "language": language}) for s in steps]

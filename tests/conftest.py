@@ -36,3 +36,16 @@ def curate_exe() -> str:
     if not exe.is_file():
         pytest.skip(f"curate console script not installed beside {sys.executable}")
     return str(exe)
+
+
+@pytest.fixture(scope="session")
+def demo_sft(tmp_path_factory):
+    """The bundled Alpaca demo (first 200 conversations) and a 400-piece BPE trained on it:
+    (examples, tokenizer, path of its tok.model). Cheap, and needs no ../shared."""
+    from train.sft import load_examples
+    from train.tokenizer import train_bpe
+
+    examples = load_examples(ROOT / "examples/compare/alpaca_en_demo.json")[:200]
+    path = tmp_path_factory.mktemp("demo_tok") / "tok.model"
+    tok = train_bpe([m["content"] for ex in examples for m in ex["messages"]], 400, path)
+    return examples, tok, path

@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from annotations import compare as C
-from annotations import stats
-from annotations.arms import Arm, Harness, Settings, select
+from experiments import stats
+from experiments.compare import run as C
+from experiments.compare.arms import Arm, Harness, Settings, select
 from train.sft import to_messages
 
 SETTINGS = dict(budget="examples", steps=30, train={"lr": 2e-3, "batch_size": 8, "seq_len": 128, "warmup_steps": 3})
@@ -77,7 +77,7 @@ def test_clean_vendor_beats_degraded_copies_and_halves_tie(tiny_base, alpaca, tm
     assert used["clean (half 1)"] == used["clean (half 2)"] == usable // 2
     assert result["vendors"]["clean"]["cost"] == usable * 1.0
 
-    from annotations.compare_report import write_report
+    from experiments.report import write_report
 
     html = write_report(result, tmp_path / "report").read_text()
     for section in ("ranking", "pairs", "win-rates", "sensitivity", "curves", "cost"):
@@ -99,6 +99,44 @@ def test_clean_vendor_beats_degraded_copies_and_halves_tie(tiny_base, alpaca, tm
               noise_floor="clean", prices=prices, n_boot=1000)
     assert [p.stat().st_mtime_ns for p in runs if p != lost] == [t for p, t in zip(runs, stamps) if p != lost]
     assert json.loads(lost.read_text())["heldout_loss"] == pytest.approx(before["heldout_loss"], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_prompt_following_sees_answers_shuffled_between_prompts(tiny_base, alpaca, tmp_path, torch_one_thread):
+    """Planted truth: the same answers, paired with the wrong prompts. Clean must follow prompts
+    better (interval excluding 0); two halves of clean must not differ significantly."""
+    base, tok, _ = tiny_base
+    clean = alpaca[:300]
+    vendors = {"clean": clean, "shuffled": C.shuffle_answers(clean, seed=1)}
+    heldout, _ = C.decontaminate(alpaca[-200:], vendors)
+    heldout = C.sample(heldout, 100, seed=0)
+    # the loss cannot tell these apart at this size (benchmarks/compare_bench.py); 150 steps of 2 epochs
+    # teach the clean arm to read its prompts. Two worker processes: the 15 runs share both cores.
+    settings = Settings(seeds=3, **{**SETTINGS, "steps": 150})
+    result = C.compare(vendors, base, tok, heldout, settings, tmp_path / "run", noise_floor="clean", n_boot=1000,
+                       workers=2)
+    follow = result["prompt_following"]
+    pair = follow["pairs"]["clean|shuffled"]
+    assert follow["higher_is_better"] and follow["ranking"][0] == "clean"
+    assert pair["verdict"] == stats.BETTER and pair["lo"] > 0, pair
+    halves = follow["noise_floor"]["half_vs_half"]
+    assert halves["verdict"] == stats.NO_DIFFERENCE and halves["lo"] < 0 < halves["hi"], halves
+    # every arm's per-prompt figure is mismatched - right for its own model, on shared mismatches
+    harness = Harness([Arm(n, v) for n, v in vendors.items()], base, tok, heldout, settings, tmp_path / "other")
+    run = json.loads((tmp_path / "run" / "runs" / "clean" / "seed_0.json").read_text())
+    cond = harness.base_losses()
+    base_following = np.array(cond["mismatched"]) - np.array(cond["right"])
+    assert len(run["prompt_following"]) == len(base_following)
+    assert result["conditioning"]["gain"] == pytest.approx(np.nanmean(base_following), abs=1e-5)
+    # reported beside the loss: ranking, pairs and verdict sentences of compare.html
+    from experiments.report import verdict_lines, write_report
+
+    lines = verdict_lines(result)
+    assert any(line.startswith("clean vs shuffled by prompt-following: better") for line in lines), lines
+    html = write_report(result, tmp_path / "report").read_text()
+    assert "prompt-following [95% interval]" in html and "prompt-following a - b" in html
+    saved = json.loads((tmp_path / "report" / "compare.json").read_text())
+    assert saved["prompt_following"]["pairs"]["clean|shuffled"]["verdict"] == stats.BETTER
 
 
 @pytest.mark.slow
@@ -146,7 +184,7 @@ def test_budget_in_answer_tokens_and_matched_selection(shared, alpaca):
 
 
 def test_a_run_dir_with_another_plan_is_refused(shared, alpaca, tmp_path):
-    from curate.errors import CurateError
+    from curate.basics.errors import CurateError
     from train.tokenizer import Tokenizer
 
     tok = Tokenizer.from_file(shared / "models" / "sentencepiece-32k-llama-style.model")
@@ -205,7 +243,7 @@ def test_cli_runs_a_config_with_a_reward_model(tiny_base, alpaca, shared, tmp_pa
     import yaml
     from click.testing import CliRunner
 
-    from annotations.compare_cli import compare_cmd
+    from curate.cli.compare import compare_cmd
     _, _, base_dir = tiny_base
     alpaca_raw = [{"instruction": ex["messages"][0]["content"], "input": "", "output": ex["messages"][1]["content"]}
                   for ex in alpaca[:40]]

@@ -13,9 +13,10 @@ from datasketch.lsh import _optimal_param
 from curate.dedup import lsh
 from curate.dedup.minhash import band_keys, jaccard, minhash_signatures, optimal_bands, shingle_hash32
 from curate.dedup.normalize import normalize_exact, normalize_words
+from curate.basics.errors import CurateError
 from curate.dedup.unionfind import UnionFind
-from curate.pipeline.step import build_step
 from curate.record import Document
+from experiments.steps import build_step
 
 
 def reference_ngrams(text: str, n: int = 5) -> list[str]:
@@ -219,7 +220,7 @@ def test_incremental_against_saved_index(texts, tmp_path):
     assert sorted(d.id for d in kept) == ["fresh"]
     assert {x.doc.id: x.extra["kept_id"] for x in removed} == {
         "new_copy_of_old7": "old7", "fresh_copy": "fresh", "new_copy_of_old_dup": "old5"}
-    with pytest.raises(ValueError, match="built with"):
+    with pytest.raises(CurateError, match="built with"):
         run_step({"step": "minhash_dedup", "num_perm": 64, "against": str(tmp_path / "idx")}, new, 1, tmp_path / "w3")
     # exact dedup keeps an index the same way
     run_step({"step": "exact_dedup", "index_dir": str(tmp_path / "eidx")}, old, 2, tmp_path / "e1")
@@ -275,7 +276,7 @@ def test_cli_matches_curate_run(planted, tmp_path):
     from click.testing import CliRunner
 
     from curate.cli import cli
-    from curate.dedup.cli import dedup_config
+    from curate.cli.dedup import dedup_config
     from curate.pipeline.runner import run_pipeline
 
     docs, _ = planted

@@ -14,7 +14,7 @@ from curate.filters.gopher import GopherQuality, GopherRepetition, _dup_ngram_ch
 from curate.filters.languages import language_settings, step_settings
 from curate.filters.segmenters import SEGMENTED, available
 from curate.filters.text import count_sentences, split_words
-from curate.pipeline.step import build_step
+from experiments.steps import build_step
 from curate.record import Document
 
 LISTED = "en de fr es it pt nl ru pl tr ar hi zh ja ko th vi id".split()
@@ -218,7 +218,7 @@ def test_stats_and_inspect_break_removals_down_by_language(shared, tmp_path):
 
 
 def test_missing_segmenter_gives_a_one_line_hint(monkeypatch):
-    from curate.errors import CurateError
+    from curate.basics.errors import CurateError
     from curate.filters import segmenters
 
     monkeypatch.setitem(__import__("sys").modules, "jieba", None)  # import jieba now fails

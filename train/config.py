@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from curate.errors import CurateError
-from curate.yamlconfig import read_yaml_mapping
+from curate.basics.errors import CurateError
+from curate.basics.yamlconfig import read_yaml_mapping
 
 
 @dataclass
@@ -61,11 +61,13 @@ class PretrainConfig:
 class SFTConfig:
     run_dir: str | None
     init_from: str                       # checkpoint or Hugging Face directory
-    tokenizer: str                       # tokenizer.model or tokenizer.json
     data: str                            # .jsonl / .json / .parquet of conversations
+    tokenizer: str | None = None         # tokenizer.model / tokenizer.json; default: the init_from folder's
     val_data: str | None = None          # held-out conversations; else val_fraction of data
     val_fraction: float = 0.05
-    template: str = "llama2"             # llama2 | plain
+    template: str | None = None          # llama2 | plain; default: the tokenizer's chat template, else llama2
+    method: str = "full"                 # full | lora (adapters on a frozen base)
+    lora: dict = field(default_factory=dict)  # LoRAConfig fields: rank, alpha, dropout, targets
     pack: bool = True                    # pack several examples per row (block-diagonal attention)
     seed: int = 0
     resume: bool = True
@@ -103,7 +105,7 @@ def _check(kind, value, where: str):
     for t in options:
         if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        if t in (int, str, bool) and type(value) is t:
+        if t in (int, str, bool, dict) and type(value) is t:
             return value
     names = "/".join(getattr(t, "__name__", str(t)) for t in options)
     raise CurateError(f"{where}: expected {names}, got {value!r}")

@@ -8,10 +8,13 @@ directly (config.json + safetensors, sharded with model.safetensors.index.json o
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from pathlib import Path
 
 import torch
+
+from curate.basics.errors import CurateError
 
 from train.model import Llama, LlamaConfig
 
@@ -112,8 +115,9 @@ def config_from_hf(d: dict) -> LlamaConfig:
     return cfg
 
 
-def _read_hf_tensors(path: Path):
-    """Yield (name, tensor) from model.safetensors, its sharded index, or pytorch_model.bin files."""
+def _read_hf_tensors(path: Path, device=None):
+    """Yield (name, tensor) from model.safetensors, its sharded index, or pytorch_model.bin files.
+    Safetensors are read straight onto ``device`` (default CPU), one tensor at a time."""
     from safetensors import safe_open
 
     index = path / "model.safetensors.index.json"
@@ -124,7 +128,7 @@ def _read_hf_tensors(path: Path):
     else:
         files = sorted(p.name for p in path.glob("*.safetensors"))
     for name in files:
-        with safe_open(str(path / name), framework="pt") as f:
+        with safe_open(str(path / name), framework="pt", device=str(device or "cpu")) as f:
             for key in f.keys():
                 yield key, f.get_tensor(key)
     if files:
@@ -133,22 +137,25 @@ def _read_hf_tensors(path: Path):
     if not bins:
         raise FileNotFoundError(f"no safetensors or pytorch_model*.bin weights in {path}")
     for b in bins:
-        yield from torch.load(b, map_location="cpu", weights_only=True).items()
+        yield from _load_pth(b).items()
 
 
 def load_hf(path, device=None, dtype=None) -> Llama:
-    """Llama from a Hugging Face checkpoint directory (what LlamaForCausalLM.save_pretrained writes)."""
+    """Llama from a Hugging Face checkpoint directory (what LlamaForCausalLM.save_pretrained writes).
+
+    Each tensor is read onto ``device`` and cast to ``dtype`` as it arrives, so a bf16 checkpoint
+    loaded as bf16 on a GPU never has a float32 (or second CPU) copy of the whole model."""
     path = Path(path)
     d = json.loads((path / "config.json").read_text())
     cfg = config_from_hf(d)
     state = {}
-    for name, tensor in _read_hf_tensors(path):
+    for name, tensor in _read_hf_tensors(path, device):
         ours = from_hf_name(name)
         if ours is not None:
-            state[ours] = tensor
+            state[ours] = tensor.to(device=device, dtype=dtype)
     if "output.weight" not in state and d.get("tie_word_embeddings"):
         state["output.weight"] = state["tok_embeddings.weight"].clone()  # ours are untied: train separately
-    return Llama.from_state_dict(cfg, state, device=device, dtype=dtype)
+    return Llama.from_state_dict(cfg, state, device=device)
 
 
 def save_hf(model: Llama, path, max_shard_bytes: int | None = None) -> None:
@@ -203,10 +210,15 @@ def half_to_interleaved(w: torch.Tensor, n_heads: int) -> torch.Tensor:
 
 
 def _load_pth(file: Path) -> dict:
-    try:  # memory-mapped: a 70B shard is not read whole before the merge
-        return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # pre-zip (legacy) torch.save files cannot be mapped
-        return torch.load(file, map_location="cpu", weights_only=True)
+    """Tensors of a torch checkpoint file; anything but plain tensors is refused
+    (``weights_only``) with a one-line CurateError."""
+    try:
+        try:  # memory-mapped: a 70B shard is not read whole before the merge
+            return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # pre-zip (legacy) torch.save files cannot be mapped
+            return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CurateError(f"refused to load {file}: it holds more than tensors ({str(e).splitlines()[0][:120]})") from None
 
 
 def load_meta(path, device=None, dtype=None) -> Llama:

@@ -9,7 +9,7 @@ API
         -> logits [B,T,vocab]  (or final-norm hidden states [B,T,dim] with return_hidden=True)
     Llama.num_params / flops_per_token / kv_cache_bytes_per_token / new_cache
     Llama.save(dir) / Llama.load(dir)          our format: config.json + model.safetensors
-    Llama.from_hf(dir) / .save_hf(dir) / Llama.from_meta(dir)   (conversion lives in train/hf.py)
+    train.hf.load_hf(dir) / save_hf(model, dir) / load_meta(dir)   (converters; hf imports model, never the reverse)
     KVCache: preallocated keys/values for generation (train/generate.py drives it)
 
 Conventions
@@ -22,6 +22,10 @@ Conventions
     * doc_ids: token i attends to token j only if j <= i and doc_ids[i] == doc_ids[j] (block-diagonal
       causal mask for packed SFT; generation uses it to hide left padding).
     * Without doc_ids or cache, attention is SDPA with is_causal=True so GPUs take the flash kernel.
+    * With doc_ids and no cache (packed SFT), Llama.packed_attention picks the kernel: "flex"
+      (FlexAttention with a block mask built from doc_ids: blocks no token may see are skipped, so
+      packing costs no more than causal attention), "dense" (SDPA with a [B,1,T,T] mask), or "auto"
+      (default: flex on CUDA, dense elsewhere; both are exact, flex is only fast when compiled).
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 
 
 @dataclass
@@ -184,6 +189,9 @@ class Attention(nn.Module):
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if cache is not None:
             k, v = cache.update(layer, k, v)
+        if isinstance(mask, BlockMask):
+            y = flex(q, k, v, mask, self.n_kv_heads != self.n_heads)
+            return self.wo(y.transpose(1, 2).reshape(B, T, -1))
         # grouped-query: each kv head serves n_heads/n_kv_heads query heads. Repeated here rather than with
         # SDPA's enable_gqa, which the memory-efficient kernel (the one that takes packed-SFT masks) lacks.
         if self.n_kv_heads != self.n_heads:
@@ -242,7 +250,33 @@ def attention_mask(T: int, start: int, doc_ids, cache: KVCache | None, device):
     return mask, False
 
 
+_compiled_flex = None
+
+
+def flex(q, k, v, block_mask: BlockMask, gqa: bool):
+    """FlexAttention; compiled once per process on CUDA (eager flex materialises the scores)."""
+    global _compiled_flex
+    if q.device.type != "cuda":
+        return flex_attention(q, k, v, block_mask=block_mask, enable_gqa=gqa)
+    if _compiled_flex is None:
+        _compiled_flex = torch.compile(flex_attention, dynamic=False)
+    return _compiled_flex(q, k, v, block_mask=block_mask, enable_gqa=gqa)
+
+
+def document_block_mask(doc_ids: torch.Tensor) -> BlockMask:
+    """FlexAttention block mask for packed rows: query i sees key j iff j <= i and both carry the
+    same doc id (padding's -1 only sees padding). doc_ids: [B,T] long."""
+    B, T = doc_ids.shape
+
+    def same_doc_causal(b, h, q_idx, kv_idx):
+        return (kv_idx <= q_idx) & (doc_ids[b, q_idx] == doc_ids[b, kv_idx])
+
+    return create_block_mask(same_doc_causal, B, None, T, T, device=doc_ids.device)
+
+
 class Llama(nn.Module):
+    packed_attention = "auto"  # auto | flex | dense: the kernel for doc_ids without a cache (see top)
+
     def __init__(self, cfg: LlamaConfig):
         super().__init__()
         self.cfg = cfg
@@ -273,7 +307,10 @@ class Llama(nn.Module):
         if positions is None:
             positions = torch.arange(start, start + T, device=tokens.device)[None]  # broadcasts over the batch
         cos, sin = rotary(positions, self.cfg.head_dim, self.cfg.rope_theta)
-        mask, is_causal = attention_mask(T, start, doc_ids, cache, tokens.device)
+        if doc_ids is not None and cache is None and self.uses_flex(tokens.device):
+            mask, is_causal = document_block_mask(doc_ids), False
+        else:
+            mask, is_causal = attention_mask(T, start, doc_ids, cache, tokens.device)
         h = self.tok_embeddings(tokens)
         for i, layer in enumerate(self.layers):
             h = layer(h, cos, sin, mask, is_causal, cache, i)
@@ -282,19 +319,29 @@ class Llama(nn.Module):
         h = self.norm(h)
         return h if return_hidden else self.output(h)
 
+    def uses_flex(self, device: torch.device) -> bool:
+        """Whether packed rows (doc_ids, no cache) go through FlexAttention on ``device``."""
+        if self.packed_attention not in ("auto", "flex", "dense"):
+            raise ValueError(f"packed_attention {self.packed_attention!r}: choose auto, flex or dense")
+        return self.packed_attention == "flex" or (self.packed_attention == "auto" and device.type == "cuda")
+
     def num_params(self, exclude_embeddings: bool = False) -> int:
         """Parameters actually held; exclude_embeddings drops the input embedding table only
         (the output projection stays: it is a matmul). Same definition as LlamaConfig.num_params."""
         n = sum(p.numel() for p in self.parameters())
         return n - self.tok_embeddings.weight.numel() if exclude_embeddings else n
 
-    def flops_per_token(self, seq_len: int) -> float:
+    def flops_per_token(self, seq_len: int, frozen_weights: bool = False) -> float:
         """Training FLOPs per token (forward + backward): 6 * N + 12 * n_layers * dim * seq_len.
+        frozen_weights (LoRA): the backward computes no weight gradients, so 4 * N instead of 6 * N
+        (the adapters' own FLOPs are negligible and not counted).
 
         N excludes the input embedding table. The attention term is PaLM's convention (QK^T and AV,
         forward + backward, counted over the full seq_len x seq_len square, i.e. without halving
         for the causal mask), so MFU figures compare with PaLM / nanoGPT / torchtitan numbers."""
-        return 6 * self.num_params(exclude_embeddings=True) + 12 * self.cfg.n_layers * self.cfg.dim * seq_len
+        n = sum(p.numel() for name, p in self.named_parameters()
+                if not name.startswith("tok_embeddings") and "lora_" not in name)
+        return (4 if frozen_weights else 6) * n + 12 * self.cfg.n_layers * self.cfg.dim * seq_len
 
     def kv_cache_bytes_per_token(self, dtype=torch.bfloat16) -> int:
         """Bytes of keys + values one token takes in the cache, per sequence: 2 * n_layers * kv_heads * head_dim * itemsize."""
@@ -335,24 +382,3 @@ class Llama(nn.Module):
             state = {k: v.to(dtype) for k, v in state.items()}
         model.load_state_dict(state, strict=True, assign=True)
         return model.to(device) if device is not None else model
-
-    # --- other formats: train/hf.py ------------------------------------------------------------------
-    @classmethod
-    def from_hf(cls, path, device=None, dtype=None) -> "Llama":
-        """Load a Hugging Face LlamaForCausalLM directory (config.json + safetensors, sharded or not)."""
-        from train.hf import load_hf
-
-        return load_hf(path, device=device, dtype=dtype)
-
-    def save_hf(self, path, max_shard_bytes: int | None = None) -> None:
-        """Write a directory that transformers.LlamaForCausalLM.from_pretrained loads."""
-        from train.hf import save_hf
-
-        save_hf(self, path, max_shard_bytes=max_shard_bytes)
-
-    @classmethod
-    def from_meta(cls, path, device=None, dtype=None) -> "Llama":
-        """Load Meta's original consolidated.*.pth + params.json (read with weights_only=True)."""
-        from train.hf import load_meta
-
-        return load_meta(path, device=device, dtype=dtype)

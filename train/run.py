@@ -11,19 +11,23 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
 
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
 from train import distributed
 from train.checkpoint import latest_checkpoint, load_checkpoint
 from train.config import PretrainConfig, SFTConfig, TrainConfig, load_config
 from train.data import TokenWindows
+from train.hf import load_hf
+from train.lora import LoRAConfig, apply_lora, save_adapter
+from train.memory import ASSUMED_MFU, check_fits, device_memory, estimate_memory, estimate_seconds
 from train.model import Llama, get_config
-from train.sft import SFTBatches, collate, encode_all, load_examples, pack
-from train.trainer import LoopState, build_optimizer, prepare_model, train_loop
+from train.sft import SFTBatches, collate, encode_all, load_examples, pack, resolve_template
+from train.tokenizer import Tokenizer
+from train.trainer import LoopState, build_optimizer, peak_flops, prepare_model, train_loop
 
 
 @dataclass
@@ -60,15 +64,20 @@ def resume_state(run_dir, resume: bool, model, optimizer, data) -> LoopState:
                      val_losses=[tuple(v) for v in meta["val_losses"]], tokens=meta["tokens"])
 
 
-def load_model(path: str | Path) -> Llama:
-    """A model from a checkpoint / ``Llama.save`` directory, or a Hugging Face one."""
+def load_model(path: str | Path, device=None, dtype: torch.dtype = torch.float32) -> Llama:
+    """A model from a checkpoint / ``Llama.save`` directory, or a Hugging Face one (sharded or not),
+    in ``dtype`` (default float32) on ``device`` (default CPU). A Hugging Face folder is read tensor by
+    tensor onto the device, so ``load_model(p, "cuda", torch.bfloat16)`` holds no float32 copy."""
     path = Path(path)
     config = path / "config.json"
     if not config.is_file():
         raise CurateError(f"{path}: no config.json (expected a checkpoint or Hugging Face model directory)")
     if "dim" in json.loads(config.read_text()):
-        return Llama.load(path, dtype=torch.float32)
-    return Llama.from_hf(path, dtype=torch.float32)
+        return Llama.load(path, device=device, dtype=dtype)
+    try:
+        return load_hf(path, device=device, dtype=dtype)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        raise CurateError(f"{path}: not a Llama checkpoint we can load: {e}") from None
 
 
 def pretrain(cfg, stop_after: int | None = None, quiet: bool = False) -> RunResult:
@@ -111,9 +120,10 @@ def _val_batches(encoded, tc: TrainConfig, pad_id: int) -> list[dict]:
 
 
 def sft(cfg=None, *, model: Llama | None = None, tokenizer=None, examples=None, hyperparams=None,
-        seed: int = 0, template: str = "llama2", pack_examples: bool = True, val_examples=None,
+        seed: int = 0, template: str | None = None, pack_examples: bool = True, val_examples=None,
         run_dir: str | Path | None = None, resume: bool = True, copy_model: bool = True,
-        stop_after: int | None = None, quiet: bool = True) -> tuple[Llama, RunResult]:
+        method: str = "full", lora=None, stop_after: int | None = None,
+        quiet: bool = True) -> tuple[Llama, RunResult]:
     """Supervised fine-tuning; returns ``(model, result)`` with ``result.losses`` the loss curve.
 
     Either ``cfg`` (an :class:`SFTConfig`, dict or YAML path, which names the model,
@@ -121,17 +131,24 @@ def sft(cfg=None, *, model: Llama | None = None, tokenizer=None, examples=None, 
     (conversations, or :class:`train.sft.Encoded` to skip tokenising), ``hyperparams``
     (a TrainConfig or a dict of its fields over SFT defaults) and ``seed``. The model
     is copied first unless ``copy_model=False``. Malformed examples are listed in
-    ``result.skipped`` as ``(index, reason)``.
+    ``result.skipped`` as ``(index, reason)``. ``template``: llama2 | plain, default the
+    tokenizer's chat template (else llama2).
+
+    ``method``: "full" trains every weight; "lora" adds adapters (``lora``: a
+    :class:`train.lora.LoRAConfig` or a dict of its fields, the adapter A drawn with ``seed``)
+    and trains only them. A LoRA copy shares the base's (frozen) weight tensors, so a
+    comparison holds one base however many arms it trains. A memory estimate is printed
+    (unless ``quiet``) and checked against the device before training.
     """
     if cfg is not None:
         cfg = load_config(cfg, SFTConfig)
-        from train.tokenizer import Tokenizer
-
-        tokenizer = Tokenizer.from_file(cfg.tokenizer)
-        model, copy_model = load_model(cfg.init_from), False
+        tc = cfg.train
+        method, lora = cfg.method, cfg.lora
+        tokenizer = _sft_tokenizer(cfg)
+        model, copy_model = load_model(cfg.init_from, **_base_placement(method, tc)), False
         examples = load_examples(cfg.data)
         val_examples = load_examples(cfg.val_data) if cfg.val_data else None
-        tc, seed, template, pack_examples = cfg.train, cfg.seed, cfg.template, cfg.pack
+        seed, template, pack_examples = cfg.seed, cfg.template, cfg.pack
         run_dir, resume = cfg.run_dir, cfg.resume
         val_fraction = cfg.val_fraction
     else:
@@ -141,24 +158,23 @@ def sft(cfg=None, *, model: Llama | None = None, tokenizer=None, examples=None, 
         tc = hyperparams if isinstance(hyperparams, TrainConfig) else TrainConfig(
             **{**asdict(base), **(hyperparams or {})})
         val_fraction = 0.0
+    try:
+        template = resolve_template(template, tokenizer)
+        lora_cfg = _lora_config(method, lora)
+    except ValueError as e:
+        raise CurateError(f"sft: {e}") from None
     world = distributed.init(_device(tc))
     pad_id = getattr(tokenizer, "pad_id", 0)  # no tokenizer needed when every example is Encoded
-    encoded, skipped = encode_all(examples, tokenizer, template, tc.seq_len + 1)
-    if val_examples is None and val_fraction > 0 and len(encoded) > 1:
-        n_val = max(1, int(len(encoded) * val_fraction))
-        order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(seed)).tolist()
-        val_enc = [encoded[i] for i in order[:n_val]]
-        encoded = [encoded[i] for i in sorted(order[n_val:])]
-    else:
-        val_enc = encode_all(val_examples, tokenizer, template, tc.seq_len + 1)[0] if val_examples else []
+    encoded, val_enc, skipped = _encode_split(examples, val_examples, tokenizer, template, tc.seq_len + 1,
+                                              val_fraction, seed)
     if not encoded:
         raise CurateError(f"sft: no usable examples ({len(skipped)} skipped: {skipped[:1]})")
-    if copy_model:
-        model = copy.deepcopy(model)
+    check_memory(model.cfg, method, tc, world.device, lora_cfg, quiet)
+    model = _trainable_copy(model, method, lora_cfg, seed, copy_model)
     if run_dir is not None and world.is_main:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
     data = SFTBatches(encoded, tc.seq_len, tc.batch_size, seed, pack_examples, pad_id,
-                      world.rank, world.world_size)
+                      world.rank, world.world_size, fixed_length=tc.compile)
     val = _val_batches(val_enc[world.rank:: world.world_size], tc, pad_id)
     torch.manual_seed(seed)
     net = prepare_model(model, tc, world)
@@ -166,10 +182,92 @@ def sft(cfg=None, *, model: Llama | None = None, tokenizer=None, examples=None, 
     state = resume_state(run_dir, resume, net, optimizer, data)
     state = train_loop(net, optimizer, data, tc, world, state=state, run_dir=run_dir,
                        val_batches=(lambda: val[: tc.eval_batches]) if val else None,
-                       flops_per_token=model.flops_per_token(tc.seq_len), stop_after=stop_after,
-                       quiet=quiet)
+                       flops_per_token=model.flops_per_token(tc.seq_len, frozen_weights=method == "lora"),
+                       stop_after=stop_after, quiet=quiet)
     if cfg is not None:
+        if run_dir is not None and method == "lora" and world.is_main:
+            save_adapter(model, Path(run_dir) / "adapter", base_name=cfg.init_from)
         distributed.shutdown(world)
     result = RunResult(str(run_dir) if run_dir else None, state.step, state.losses, state.val_losses,
                        state.tokens, model, skipped)
     return model, result
+
+
+def _encode_split(examples, val_examples, tokenizer, template: str, max_len: int, val_fraction: float,
+                  seed: int):
+    """``(train, held-out, skipped)`` encoded examples: ``val_examples`` when given, else a seeded
+    ``val_fraction`` of ``examples`` held out."""
+    encoded, skipped = encode_all(examples, tokenizer, template, max_len)
+    if val_examples is None and val_fraction > 0 and len(encoded) > 1:
+        n_val = max(1, int(len(encoded) * val_fraction))
+        order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(seed)).tolist()
+        return [encoded[i] for i in sorted(order[n_val:])], [encoded[i] for i in order[:n_val]], skipped
+    val_enc = encode_all(val_examples, tokenizer, template, max_len)[0] if val_examples else []
+    return encoded, val_enc, skipped
+
+
+def _sft_tokenizer(cfg: SFTConfig):
+    source = cfg.tokenizer or cfg.init_from
+    try:
+        return Tokenizer.from_file(source)
+    except (OSError, RuntimeError, ValueError) as e:
+        raise CurateError(f"cannot load tokenizer {source}: {e}") from None
+
+
+def _base_placement(method: str, tc: TrainConfig) -> dict:
+    """Where and in what dtype to load a base: a LoRA base on a GPU is read as bf16 straight onto
+    the device (it stays frozen); otherwise float32 on CPU (prepare_model moves it)."""
+    gpu = torch.cuda.is_available() and tc.device in ("auto", "cuda")
+    if method == "lora" and gpu and tc.dtype in ("auto", "bf16"):
+        return {"device": "cuda", "dtype": torch.bfloat16}
+    return {}
+
+
+def _lora_config(method: str, lora) -> LoRAConfig | None:
+    if method not in ("full", "lora"):
+        raise ValueError(f"method {method!r}: choose full or lora")
+    if method == "full":
+        return None
+    if isinstance(lora, LoRAConfig):
+        return lora
+    known = {f.name for f in fields(LoRAConfig)}
+    unknown = sorted(set(lora or {}) - known)
+    if unknown:
+        raise ValueError(f"lora: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(known))})")
+    args = dict(lora or {})
+    if "targets" in args:
+        args["targets"] = tuple(args["targets"])
+    return LoRAConfig(**args)
+
+
+def _trainable_copy(model: Llama, method: str, lora_cfg: LoRAConfig | None, seed: int, copy_model: bool):
+    """The model to train: for full, a deep copy (unless not copy_model) with every weight trainable;
+    for LoRA, a copy that shares the base's weight tensors (never written; moved with the copy to
+    the training device, so pass a base already there) plus seeded adapters."""
+    if method == "full":
+        model = copy.deepcopy(model) if copy_model else model
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+    if copy_model:
+        model = copy.deepcopy(model, memo={id(p): p for p in model.parameters()})
+    return apply_lora(model, lora_cfg, seed=seed)
+
+
+def check_memory(model_cfg, method: str, tc: TrainConfig, device, lora_cfg=None, quiet: bool = True):
+    """Print the memory estimate (unless ``quiet``); raise a one-line CurateError when it cannot fit."""
+    kw = {"gpu": torch.device(device).type == "cuda", "activation_checkpointing": tc.activation_checkpointing}
+    if lora_cfg is not None:
+        kw.update(lora_rank=lora_cfg.rank, lora_targets=lora_cfg.targets)
+    est = estimate_memory(model_cfg, method, tc.batch_size, tc.seq_len, **kw)
+    budget = device_memory(device)
+    if not quiet:
+        print(est.describe(budget), flush=True)
+        peak = peak_flops(torch.device(device))
+        if peak:
+            tokens = tc.steps * tc.grad_accum * tc.batch_size * tc.seq_len
+            secs = estimate_seconds(model_cfg, method, tokens, tc.seq_len, peak)
+            print(f"time estimate: {tokens:,} tokens at {ASSUMED_MFU:.0%} MFU of {peak / 1e12:.0f} TFLOP/s: "
+                  f"~{secs / 60:.1f} min per device", flush=True)
+    check_fits(est, budget, model_cfg, **kw)
+    return est

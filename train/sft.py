@@ -18,14 +18,66 @@ into a block-diagonal causal mask, so packed examples never see each other.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from curate.basics.chat import BadRecord, conversation_messages
+from curate.basics.errors import CurateError
+
 IGNORE = -100
 TEMPLATES = ("llama2", "plain")
+
+# The same two templates in Jinja, as transformers' apply_chat_template reads them from
+# tokenizer_config.json (the llama2 one is Meta's Llama-2-chat template); export-hf writes them.
+CHAT_TEMPLATES = {
+    "llama2": (
+        "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
+        "{% set system_message = messages[0]['content'].strip() %}{% else %}{% set loop_messages = messages %}"
+        "{% set system_message = false %}{% endif %}{% for message in loop_messages %}"
+        "{% if loop.index0 == 0 and system_message != false %}"
+        "{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'].strip() %}"
+        "{% else %}{% set content = message['content'].strip() %}{% endif %}"
+        "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content + ' [/INST]' }}"
+        "{% elif message['role'] == 'assistant' %}{{ ' ' + content + ' ' + eos_token }}{% endif %}{% endfor %}"),
+    "plain": (
+        "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
+        "{% set prefix = messages[0]['content'].strip() + '\\n\\n' %}{% else %}{% set loop_messages = messages %}"
+        "{% set prefix = '' %}{% endif %}{% for message in loop_messages %}{% if message['role'] == 'user' %}"
+        "{% if loop.index0 == 0 %}{{ bos_token + prefix }}{% endif %}"
+        "{{ '### User:\\n' + message['content'].strip() + '\\n\\n### Assistant:\\n' }}"
+        "{% else %}{{ message['content'].strip() + eos_token }}{% endif %}{% endfor %}"),
+}
+
+
+def resolve_template(template: str | None, tokenizer) -> str:
+    """``template`` if given, else the one the tokenizer's chat template renders, else "llama2".
+    Raises ValueError when the tokenizer carries a chat template in another format."""
+    if template is not None:
+        if template not in TEMPLATES:
+            raise ValueError(f"unknown chat template {template!r} (choose from {', '.join(TEMPLATES)})")
+        return template
+    chat = getattr(tokenizer, "chat_template", None)
+    if chat and template_of(chat) is None:
+        raise ValueError("the tokenizer's chat template is not a format curate renders; "
+                         f"set template: to one of {', '.join(TEMPLATES)}")
+    return template_of(chat) or "llama2"
+
+
+def template_of(chat_template: str | None) -> str | None:
+    """Which of TEMPLATES a Jinja chat template renders (Llama 2's [INST] format or the plain
+    ### User: one), or None for any other format."""
+    if not chat_template:
+        return None
+    if "[INST]" in chat_template:
+        return "llama2"
+    if "### User:" in chat_template:
+        return "plain"
+    return None
 
 
 @dataclass
@@ -182,14 +234,17 @@ def collate(rows: list[Row], pad_id: int = 0, length: int | None = None) -> dict
 class SFTBatches:
     """Batches of packed rows. Every epoch shuffles the examples with
     ``seed + epoch``, packs them and serves ``batch_size`` rows per batch;
-    ``rank``/``world_size`` split each global batch like :class:`train.data.TokenWindows`."""
+    ``rank``/``world_size`` split each global batch like :class:`train.data.TokenWindows`.
+    ``fixed_length``: pad every batch to ``seq_len`` (one shape, so a compiled model never recompiles)."""
 
     def __init__(self, encoded: list[Encoded], seq_len: int, batch_size: int, seed: int = 0,
-                 pack: bool = True, pad_id: int = 0, rank: int = 0, world_size: int = 1):
+                 pack: bool = True, pad_id: int = 0, rank: int = 0, world_size: int = 1,
+                 fixed_length: bool = False):
         if not encoded:
             raise ValueError("no usable SFT examples")
         self.encoded, self.seq_len, self.batch_size, self.seed = encoded, seq_len, batch_size, seed
         self.pack, self.pad_id, self.rank, self.world_size = pack, pad_id, rank, world_size
+        self.fixed_length = fixed_length
         self.epoch, self.batch = 0, 0
         self._rows_epoch, self._rows = -1, []
 
@@ -212,7 +267,7 @@ class SFTBatches:
         start = self.batch * g + self.rank * self.batch_size
         picked = [rows[i % len(rows)] for i in range(start, start + self.batch_size)]
         self.batch += 1
-        return collate(picked, self.pad_id)
+        return collate(picked, self.pad_id, self.seq_len if self.fixed_length else None)
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "batch": self.batch, "seed": self.seed}
@@ -255,43 +310,20 @@ def answer_loss(model, tokenizer, examples, template: str = "llama2", batch_size
 
 
 def to_messages(record):
-    """A conversation record in a common format as ``{"messages": [...]}`` with string
-    contents: OpenAI ``messages`` (string or typed-part contents), Alpaca
-    ``instruction``/``input``/``output`` (+ ``system``), ShareGPT ``conversations``
-    (``from``/``value``). Anything else is returned unchanged, so that encoding
-    reports it as skipped rather than dropping it."""
-    if not isinstance(record, dict):
+    """A conversation record in any format :mod:`curate.basics.chat` reads (OpenAI, ShareGPT,
+    Alpaca, prompt/response) as ``{"messages": [...]}`` with string contents. A record that
+    is malformed or in no such format is returned unchanged, so that encoding reports it as
+    skipped rather than dropping it."""
+    try:
+        return {"messages": conversation_messages(record)}
+    except BadRecord:
         return record
-    if isinstance(record.get("messages"), list):
-        msgs = []
-        for m in record["messages"]:
-            content = m.get("content") if isinstance(m, dict) else None
-            if isinstance(content, list):  # typed parts: [{"type": "text", "value"|"text": ...}]
-                content = "".join(str(p.get("value", p.get("text", ""))) for p in content
-                                  if isinstance(p, dict) and p.get("type", "text") == "text")
-            msgs.append({"role": m.get("role") if isinstance(m, dict) else None, "content": content})
-        return {"messages": msgs}
-    if "instruction" in record and "output" in record:
-        user = str(record["instruction"]) + (f"\n\n{record['input']}" if record.get("input") else "")
-        msgs = [{"role": "system", "content": record["system"]}] if record.get("system") else []
-        return {"messages": msgs + [{"role": "user", "content": user},
-                                    {"role": "assistant", "content": record["output"]}]}
-    if isinstance(record.get("conversations"), list):
-        roles = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                 "system": "system"}
-        return {"messages": [{"role": roles.get(t.get("from")), "content": t.get("value")}
-                             for t in record["conversations"] if isinstance(t, dict)]}
-    return record
 
 
 def load_examples(path) -> list:
     """Conversations from ``.jsonl``, ``.json`` (a list) or curated ``.parquet`` shards
     (``meta["messages"]``), converted with :func:`to_messages`. A line that is not
     valid JSON becomes ``None`` (reported as skipped when encoded)."""
-    import json
-    from pathlib import Path
-
-    from curate.errors import CurateError
 
     path = Path(path)
     if not path.is_file():

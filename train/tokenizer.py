@@ -7,6 +7,8 @@ backends behave the same (a Llama 2 tokenizer.json would otherwise add BOS in it
 from __future__ import annotations
 
 import io
+import json
+import shutil
 from pathlib import Path
 from typing import Iterable
 
@@ -21,10 +23,12 @@ class Tokenizer:
 
     bos_id / eos_id: the begin / end of sequence ids. pad_id: the tokenizer's pad token if it has one,
     else eos_id (Llama 2 defines none; anything padded is masked out of losses and attention anyway).
+    chat_template: the Jinja chat template of the folder's tokenizer_config.json, or None.
     """
 
-    def __init__(self, sp=None, hf=None):
+    def __init__(self, sp=None, hf=None, chat_template: str | None = None):
         self._sp, self._hf = sp, hf
+        self.chat_template = chat_template
         if sp is not None:
             self.vocab_size = sp.vocab_size()
             self.bos_id, self.eos_id = sp.bos_id(), sp.eos_id()
@@ -39,20 +43,22 @@ class Tokenizer:
     @classmethod
     def from_file(cls, path) -> "Tokenizer":
         """Load a SentencePiece model (tokenizer.model / *.model), a tokenizer.json, or a directory
-        holding one of them (tokenizer.model preferred, as in Llama 2 releases)."""
+        holding one of them (tokenizer.model preferred, as in Llama 2 releases). The chat template
+        comes from tokenizer_config.json beside the file, when there is one."""
         path = Path(path)
         if path.is_dir():
             for name in ("tokenizer.model", "tokenizer.json"):
                 if (path / name).exists():
                     return cls.from_file(path / name)
             raise FileNotFoundError(f"no tokenizer.model or tokenizer.json in {path}")
+        template = read_chat_template(path.parent)
         if path.suffix == ".json":
             from tokenizers import Tokenizer as HFTokenizer
 
-            return cls(hf=HFTokenizer.from_file(str(path)))
+            return cls(hf=HFTokenizer.from_file(str(path)), chat_template=template)
         import sentencepiece as spm
 
-        return cls(sp=spm.SentencePieceProcessor(model_file=str(path)))
+        return cls(sp=spm.SentencePieceProcessor(model_file=str(path)), chat_template=template)
 
     def encode(self, text: str, bos: bool = True, eos: bool = False) -> list[int]:
         """Token ids of `text`, with BOS first (default) and EOS last (off by default)."""
@@ -77,6 +83,42 @@ class Tokenizer:
 
     def id_to_piece(self, i: int) -> str:
         return self._sp.id_to_piece(i) if self._sp is not None else self._hf.id_to_token(i)
+
+
+def read_chat_template(folder: Path) -> str | None:
+    """The ``chat_template`` of ``folder/tokenizer_config.json`` (or chat_template.jinja), or None."""
+    jinja = folder / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text()
+    config = folder / "tokenizer_config.json"
+    try:
+        template = json.loads(config.read_text()).get("chat_template") if config.is_file() else None
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return template if isinstance(template, str) else None
+
+
+def export_hf_tokenizer(src, out_dir, chat_template: str | None = None) -> Path:
+    """Copy tokenizer file ``src`` into ``out_dir`` under its canonical name (tokenizer.model or
+    tokenizer.json) and write tokenizer_config.json (special tokens, ``chat_template``) so that
+    both ``Tokenizer.from_file(out_dir)`` and ``transformers.AutoTokenizer`` load it. Returns the copy."""
+    src, out_dir = Path(src), Path(out_dir)
+    tok = Tokenizer.from_file(src)
+    name = "tokenizer.json" if src.suffix == ".json" else "tokenizer.model"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, out_dir / (name + ".tmp"))
+    (out_dir / (name + ".tmp")).replace(out_dir / name)
+    special = {k: tok.id_to_piece(i) for k, i in (("bos_token", tok.bos_id), ("eos_token", tok.eos_id))
+               if i is not None and i >= 0}
+    config = {"tokenizer_class": "LlamaTokenizer" if name == "tokenizer.model" else "PreTrainedTokenizerFast",
+              **special, "add_bos_token": True, "add_eos_token": False, "legacy": False,
+              "model_max_length": 1_000_000, "clean_up_tokenization_spaces": False}
+    if tok._sp is not None:
+        config["unk_token"] = tok.id_to_piece(tok._sp.unk_id())
+    if chat_template:
+        config["chat_template"] = chat_template
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return out_dir / name
 
 
 def _first_id(hf, names) -> int | None:

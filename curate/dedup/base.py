@@ -19,12 +19,17 @@ from __future__ import annotations
 
 import json
 import shutil
+from functools import partial
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import xxhash
 
+from curate.basics.errors import CurateError
 from curate.dedup.lsh import ShardIndex, cluster, gather_rows, pack_gid, sorted_band_keys
+from curate.dedup.spread import spread_cluster
 from curate.pipeline.step import GlobalStep
 from curate.record import Document, Removed
 
@@ -62,6 +67,10 @@ class DedupStep(GlobalStep):
         """Which candidate pairs are real duplicates (bool per pair)."""
         raise NotImplementedError
 
+    def verify_rows(self, shards: list[ShardIndex], u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """:meth:`verify` for dense document ids ``u``, ``v`` of the index ``shards``."""
+        return self.verify(gather_rows(shards, "sig", u), gather_rows(shards, "sig", v))
+
     def index_params(self) -> dict[str, Any]:
         """Parameters that must match between a saved index and a run using it."""
         raise NotImplementedError
@@ -86,9 +95,12 @@ class DedupStep(GlobalStep):
         sig, valid = self.sketch(texts)
         lengths = np.fromiter(map(len, texts), np.int64, len(texts))
         scores = np.array([self.score_of(d) for d in docs] if self.keep == "score" else [], np.float64)
-        self._write_shard(workdir, f"{shard:05d}", sig, valid, lengths, scores, [d.id for d in docs])
+        ids = [d.id for d in docs]
+        self._write_shard(workdir, f"{shard:05d}", sig, valid, lengths, scores, ids, [d.source for d in docs])
+        id_hashes = (xxhash.xxh3_64_intdigest(i.encode("utf-8", "surrogatepass")) for i in ids)
+        np.save(workdir / f"{shard:05d}.idhash.npy", np.fromiter(id_hashes, np.uint64, len(ids)))
 
-    def _write_shard(self, root: Path, prefix: str, sig, valid, lengths, scores, ids) -> None:
+    def _write_shard(self, root: Path, prefix: str, sig, valid, lengths, scores, ids, sources=()) -> None:
         keys, rows = sorted_band_keys(self.band_keys(sig), valid)
         np.save(root / f"{prefix}.sig.npy", sig)
         np.save(root / f"{prefix}.keys.npy", keys)
@@ -96,42 +108,55 @@ class DedupStep(GlobalStep):
         np.save(root / f"{prefix}.len.npy", lengths)
         np.save(root / f"{prefix}.score.npy", scores if len(scores) else np.zeros(len(ids)))
         (root / f"{prefix}.ids.json").write_text(json.dumps(ids, ensure_ascii=False))
+        if len(sources):
+            runs = [[src, len(list(group))] for src, group in groupby(sources)]  # a shard is mostly one file
+            (root / f"{prefix}.sources.json").write_text(json.dumps(runs, ensure_ascii=False))
 
     # --- reduce ---------------------------------------------------------------------
     def _shards(self, workdir: Path, n_shards: int) -> tuple[list[ShardIndex], int]:
-        shards, offset = [], 0
-        if self.against is not None:
-            meta = json.loads((self.against / "meta.json").read_text())
-            if meta.get("step") != self.name or meta.get("params") != self.index_params():
-                raise ValueError(f"against: index at {self.against} was built with {meta.get('step')} "
-                                 f"{meta.get('params')}, this step has {self.index_params()}")
-            for j, n in enumerate(meta["shards"]):
-                src, prefix = self.against / f"{j:05d}", f"old{j:05d}"
-                sig = np.load(f"{src}.sig.npy", allow_pickle=False)
-                keys, rows = sorted_band_keys(self.band_keys(sig), np.ones(n, bool))
-                np.save(workdir / f"{prefix}.keys.npy", keys)
-                np.save(workdir / f"{prefix}.rows.npy", rows)
-                files = {w: Path(f"{src}.{w}.npy") for w in ("sig", "len", "score")}
-                files.update(keys=workdir / f"{prefix}.keys.npy", rows=workdir / f"{prefix}.rows.npy",
-                             ids=Path(f"{src}.ids.json"))
-                shards.append(ShardIndex(OLD_SHARD + j, n, offset, files))
-                offset += n
-        n_old = offset
+        try:
+            shards = self._against_shards(workdir) if self.against is not None else []
+        except (ValueError, OSError, KeyError, TypeError) as e:  # a damaged, foreign or pickled index
+            raise CurateError(f"against: cannot use the index at {self.against}: {str(e).splitlines()[0]}") from None
+        offset = n_old = sum(s.n for s in shards)
         for s in range(n_shards):
             files = {w: workdir / f"{s:05d}.{w}.npy" for w in ("sig", "keys", "rows", "len", "score")}
-            files["ids"] = workdir / f"{s:05d}.ids.json"
+            files.update(ids=workdir / f"{s:05d}.ids.json", sources=workdir / f"{s:05d}.sources.json",
+                         idhash=workdir / f"{s:05d}.idhash.npy")
             n = int(np.load(files["len"], mmap_mode="r").shape[0])
             shards.append(ShardIndex(s, n, offset, files))
             offset += n
         return shards, n_old
 
+    def _against_shards(self, workdir: Path) -> list[ShardIndex]:
+        """The saved index of an earlier run as already-kept shards (``allow_pickle=False``)."""
+        shards, offset = [], 0
+        meta = json.loads((self.against / "meta.json").read_text())
+        if meta.get("step") != self.name or meta.get("params") != self.index_params():
+            raise ValueError(f"it was built with {meta.get('step')} {meta.get('params')}, "
+                             f"this step has {self.index_params()}")
+        for j, n in enumerate(meta["shards"]):
+            src, prefix = self.against / f"{j:05d}", f"old{j:05d}"
+            sig = np.load(f"{src}.sig.npy", allow_pickle=False)
+            keys, rows = sorted_band_keys(self.band_keys(sig), np.ones(n, bool))
+            np.save(workdir / f"{prefix}.keys.npy", keys)
+            np.save(workdir / f"{prefix}.rows.npy", rows)
+            files = {w: Path(f"{src}.{w}.npy") for w in ("sig", "len", "score")}
+            files.update(keys=workdir / f"{prefix}.keys.npy", rows=workdir / f"{prefix}.rows.npy",
+                         ids=Path(f"{src}.ids.json"), sources=Path(f"{src}.sources.json"))
+            shards.append(ShardIndex(OLD_SHARD + j, n, offset, files))
+            offset += n
+        return shards
+
     def reduce(self, workdir: Path, n_shards: int, executor=None) -> dict[str, Any]:
         workdir = Path(workdir)
         shards, n_old = self._shards(workdir, n_shards)
-        # A Ray executor clusters as tasks, one per (band, key range); same result as in-process.
-        cluster_fn = getattr(executor, "dedup_cluster", None) or cluster
-        uf, counts = cluster_fn(shards, self.bands,
-                             lambda u, v: self.verify(gather_rows(shards, "sig", u), gather_rows(shards, "sig", v)))
+        verify = partial(self.verify_rows, shards)
+        if executor is not None and executor.distributed:
+            # spread over the cluster as tasks, one per (band, key range); same result as in-process
+            uf, counts = spread_cluster(shards, self.bands, verify, executor)
+        else:
+            uf, counts = cluster(shards, self.bands, verify)
         roots = uf.roots()
         size = np.bincount(roots, minlength=len(roots))
         members = np.flatnonzero(size[roots] > 1)
@@ -149,6 +174,9 @@ class DedupStep(GlobalStep):
         removed = (members != kept) & (members >= n_old)
         self._write_decisions(workdir, shards, members[removed], mroots[removed], kept[removed])
         cluster_sizes = np.bincount(size[size > 1])
+        hashes = np.concatenate([np.load(f) for s in shards if (f := s.files.get("idhash")) and f.is_file()] or
+                                [np.zeros(0, np.uint64)])  # absent for old shards and indexes from before
+        _, id_counts = np.unique(hashes, return_counts=True)
         stats = {
             "documents": sum(s.n for s in shards) - n_old,
             "skipped_empty": sum(s.n - s.load("rows").shape[1] for s in shards[len(shards) - n_shards:]),
@@ -156,6 +184,7 @@ class DedupStep(GlobalStep):
             "clusters": int(head.sum()),
             "removed": int(removed.sum()),
             "cluster_sizes": {str(k): int(c) for k, c in enumerate(cluster_sizes) if c},
+            "duplicate_ids": int(id_counts[id_counts > 1].sum()),  # documents sharing their id with another
         }
         if n_old:
             stats["against_documents"] = n_old
@@ -169,25 +198,27 @@ class DedupStep(GlobalStep):
         shard_no = np.array([s.shard for s in shards], np.int64)[which]
         return pack_gid(shard_no, dense - offsets[which])
 
-    def _ids(self, shards: list[ShardIndex], dense: np.ndarray) -> list[str]:
+    def _ids(self, shards: list[ShardIndex], dense: np.ndarray, what: str = "ids") -> list[str]:
+        """Ids (or, with ``what="sources"``, sources: "" where not recorded) of dense ids."""
         offsets = np.array([s.offset for s in shards], np.int64)
         which = np.searchsorted(offsets, dense, side="right") - 1
         out: list[str] = [""] * len(dense)
         for i in np.unique(which):
-            ids = json.loads(shards[i].files["ids"].read_text())
+            ids = _read_list(shards[i].files[what], shards[i].n, runs=what == "sources")
             for j in np.flatnonzero(which == i):
                 out[j] = ids[dense[j] - shards[i].offset]
         return out
 
     def _write_decisions(self, workdir: Path, shards, removed, roots, kept) -> None:
         cluster_ids = self._packed(shards, roots).tolist()
-        kept_ids = self._ids(shards, kept)
+        kept_ids, kept_sources = self._ids(shards, kept), self._ids(shards, kept, "sources")
         for s in shards:
             if s.shard >= OLD_SHARD:
                 continue
             sel = np.flatnonzero((removed >= s.offset) & (removed < s.offset + s.n))
             decisions = {"n": s.n, "rows": (removed[sel] - s.offset).tolist(),
-                         "cluster_id": [cluster_ids[i] for i in sel], "kept_id": [kept_ids[i] for i in sel]}
+                         "cluster_id": [cluster_ids[i] for i in sel], "kept_id": [kept_ids[i] for i in sel],
+                         "kept_source": [kept_sources[i] for i in sel]}
             (workdir / f"{s.shard:05d}.decisions.json").write_text(json.dumps(decisions, ensure_ascii=False))
 
     def _save_index(self, shards: list[ShardIndex], n_old: int, removed: np.ndarray) -> None:
@@ -203,13 +234,16 @@ class DedupStep(GlobalStep):
             gone = removed[(removed >= s.offset) & (removed < s.offset + s.n)] - s.offset
             valid[gone] = False
             rows = np.flatnonzero(valid)
-            ids = json.loads(s.files["ids"].read_text())
+            ids, sources = json.loads(s.files["ids"].read_text()), _read_list(s.files["sources"], s.n, runs=True)
             for what in ("sig", "len", "score"):
                 np.save(out / f"{j:05d}.{what}.npy", np.asarray(s.load(what))[rows])
             (out / f"{j:05d}.ids.json").write_text(json.dumps([ids[r] for r in rows], ensure_ascii=False))
+            runs = [[src, len(list(g))] for src, g in groupby(sources[r] for r in rows)]
+            (out / f"{j:05d}.sources.json").write_text(json.dumps(runs, ensure_ascii=False))
             sizes.append(len(rows))
         meta = {"step": self.name, "params": self.index_params(), "shards": sizes}
         (out / "meta.json").write_text(json.dumps(meta, indent=1))
+
 
     # --- apply ----------------------------------------------------------------------
     def apply(self, docs: list[Document], shard: int, workdir: Path) -> tuple[list[Document], list[Removed]]:
@@ -217,13 +251,32 @@ class DedupStep(GlobalStep):
         if decisions["n"] != len(docs):
             raise RuntimeError(f"{self.name}: shard {shard} had {decisions['n']} documents at index time, "
                                f"{len(docs)} now")
-        gone = {r: (c, k) for r, c, k in zip(decisions["rows"], decisions["cluster_id"], decisions["kept_id"])}
+        sources = decisions.get("kept_source") or [""] * len(decisions["rows"])
+        gone = {r: (c, k, s) for r, c, k, s in
+                zip(decisions["rows"], decisions["cluster_id"], decisions["kept_id"], sources)}
         kept, removed = [], []
         for row, doc in enumerate(docs):
             if row in gone:
-                cluster_id, kept_id = gone[row]
+                cluster_id, kept_id, kept_source = gone[row]
+                # kept_source tells apart documents of different files that share an id
                 removed.append(Removed(doc, self.name, f"{self.reason_prefix} {kept_id}",
-                                       {"cluster_id": cluster_id, "kept_id": kept_id}))
+                                       {"cluster_id": cluster_id, "kept_id": kept_id, "kept_source": kept_source}))
             else:
                 kept.append(doc)
         return kept, removed
+
+
+def _read_list(path: Path, n: int, runs: bool = False) -> list[str]:
+    """A JSON list of ``n`` strings written by ``index`` (``runs``: stored as ``[value, count]``
+    runs); empty strings when the file is absent (an index saved before it was written)."""
+    if not path.is_file():
+        return [""] * n
+    data = json.loads(path.read_text())
+    return [v for v, k in data for _ in range(k)] if runs else data
+
+
+def id_warnings(stats: dict) -> list[str]:
+    """A warning per dedup step that saw documents sharing an id (e.g. ids restarting in each file)."""
+    return [f"warning: {s['step']}: {s['global']['duplicate_ids']} documents share their id with another; "
+            "kept_source in removed/ names the file of each kept_id"
+            for s in stats["steps"] if s.get("global", {}).get("duplicate_ids")]

@@ -5,9 +5,11 @@ of each key (``keys.npy``, ``rows.npy``; shape ``(bands, n_valid)``). The
 reducer walks band by band and, inside a band, through ranges of the uint64
 key space (hash partitions): each range is a contiguous slice of every shard's
 sorted keys, found with ``searchsorted`` on memory-mapped files, so only that
-slice of integers is in RAM. Equal keys in a slice are candidate pairs; they
-are checked against the union-find first (already joined: skipped), then
-verified (e.g. by estimated Jaccard), then joined.
+slice of integers is in RAM. Equal keys in a slice are candidate pairs (at most
+two per key); they stream into the union-find ``VERIFY_CHUNK`` at a time: checked
+against it first (already joined, by an earlier chunk too: skipped), then verified
+(e.g. by estimated Jaccard), then joined. So memory is bounded by the partition
+and the chunk, never by the number of pairs (near-identical corpora have billions).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import numpy as np
 from curate.dedup.unionfind import UnionFind
 
 PARTITION_ROWS = 4_000_000  # keys per hash partition: ~100 MB of working arrays
+VERIFY_CHUNK = 65_536  # candidate pairs verified at once: 2 x 64 Ki signatures (64 MB at 128 permutations)
 
 
 def pack_gid(shard: int | np.ndarray, row: int | np.ndarray) -> np.ndarray:
@@ -75,7 +78,7 @@ def sorted_band_keys(keys: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, n
     return np.take_along_axis(k, order, axis=1), rows[order]
 
 
-def _bucket_pairs(keys: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def bucket_pairs(keys: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For sorted ``keys``: pair every bucket member with the bucket's first member
     and with its predecessor (enough to connect a bucket; 2 pairs per member)."""
     same = keys[1:] == keys[:-1]
@@ -114,20 +117,31 @@ def cluster(shards: list[ShardIndex], bands: int,
             ids = np.concatenate([s.load("rows")[band, c[p]:c[p + 1]].astype(np.int64) + s.offset
                                   for s, c in zip(shards, cuts)])
             order = np.argsort(keys, kind="stable")
-            u, v = _bucket_pairs(keys[order], ids[order])
-            if not len(u):
-                continue
-            apart = uf.find(u) != uf.find(v)
-            u, v = u[apart], v[apart]
-            counts["candidate_pairs"] += len(u)
-            if verify is not None and len(u):
-                ok = verify(u, v)
-                counts["rejected_pairs"] += int((~ok).sum())
-                u, v = u[ok], v[ok]
-            uf.union(u, v)
+            u, v = bucket_pairs(keys[order], ids[order])
+            del keys, ids, order
+            join_pairs(uf, u, v, verify, counts)
         for s in shards:
             s.release()
     return uf, counts
+
+
+def join_pairs(uf: UnionFind, u: np.ndarray, v: np.ndarray,
+               verify: Callable[[np.ndarray, np.ndarray], np.ndarray] | None, counts: dict[str, int],
+               chunk: int = VERIFY_CHUNK) -> None:
+    """Stream candidate pairs ``(u[i], v[i])`` into ``uf``, ``chunk`` pairs at a time:
+    pairs already joined (by earlier chunks too) are skipped, the rest verified and the
+    ones that pass joined. Adds to ``counts["candidate_pairs"]`` (pairs checked) and
+    ``counts["rejected_pairs"]``. Memory: one chunk's worth of ``verify``'s inputs."""
+    for i in range(0, len(u), chunk):
+        cu, cv = u[i:i + chunk], v[i:i + chunk]
+        apart = uf.find(cu) != uf.find(cv)
+        cu, cv = cu[apart], cv[apart]
+        counts["candidate_pairs"] += len(cu)
+        if verify is not None and len(cu):
+            ok = verify(cu, cv)
+            counts["rejected_pairs"] += int((~ok).sum())
+            cu, cv = cu[ok], cv[ok]
+        uf.union(cu, cv)
 
 
 def gather_rows(shards: list[ShardIndex], what: str, dense: np.ndarray) -> np.ndarray:

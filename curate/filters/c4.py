@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
 from curate.filters.languages import LanguageRouter
 from curate.filters.text import count_sentences
+from curate.pipeline.params import flag, number
 from curate.pipeline.step import Filter, Step, register
 from curate.record import Removed
 
@@ -49,6 +50,11 @@ class C4Quality(Step):
         text_key: str = "text",
     ):
         super().__init__()
+        for key in ("remove_citations", "filter_no_terminal_punct", "filter_lorem_ipsum", "filter_javascript",
+                    "filter_curly_bracket", "filter_policy"):
+            flag(f"c4_quality.{key}", locals()[key])
+        for key in ("min_num_sentences", "min_words_per_line", "max_word_length"):
+            number(f"c4_quality.{key}", locals()[key], -1, integer=True)  # -1 turns the rule off
         self.remove_citations = remove_citations
         self.filter_no_terminal_punct = filter_no_terminal_punct
         self.min_num_sentences = min_num_sentences
@@ -122,7 +128,12 @@ def load_word_list(path: str | Path) -> list[str]:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as e:
         raise CurateError(f"cannot read word list {path}: {e.strerror}") from None
-    return [w.strip() for w in lines if w.strip() and not w.startswith("# ")]
+    except UnicodeDecodeError as e:
+        raise CurateError(f"word list {path} is not UTF-8 text (byte {e.start})") from None
+    words = [w.strip() for w in lines if w.strip() and not w.startswith("# ")]
+    if not words:  # an empty alternation would match every document
+        raise CurateError(f"word list {path} has no words")
+    return words
 
 
 @register("c4_badwords")
@@ -140,8 +151,8 @@ class C4BadWords(Filter):
                  language: str | None = None,
                  languages: dict | None = None, text_key: str = "text"):
         super().__init__()
-        if not 0.0 <= keep_fraction <= 1.0:
-            raise ValueError("keep_fraction must be in [0, 1]")
+        number("c4_badwords.keep_fraction", keep_fraction, 0, 1)
+        number("c4_badwords.seed", seed, integer=True)
         self.words_path = Path(words_path) if words_path else None
         self.allowed_words = frozenset(allowed_words or ())
         self.whole_words = whole_words

@@ -2,9 +2,10 @@
 datatrove's ``FineWebQualityFilter`` defaults and decision order."""
 from __future__ import annotations
 
-from curate.filters.gopher import _dup_count_and_chars, _fmt
+from curate.filters.gopher import dup_count_and_chars, fmt_number
 from curate.filters.languages import LanguageRouter
 from curate.filters.text import TERMINAL_TUPLE, split_words
+from curate.pipeline.params import flag, number
 from curate.pipeline.step import Filter, register
 
 
@@ -28,6 +29,11 @@ class FineWebQuality(Filter):
         text_key: str = "text",
     ):
         super().__init__()
+        for key in ("line_punct_thr", "short_line_thr", "char_duplicates_ratio"):
+            number(f"fineweb_quality.{key}", locals()[key], 0, 1)
+        number("fineweb_quality.short_line_length", short_line_length, 0, integer=True)
+        number("fineweb_quality.new_line_ratio", new_line_ratio, 0)
+        flag("fineweb_quality.line_punct_exclude_zero", line_punct_exclude_zero)
         self.line_punct_thr = line_punct_thr
         self.line_punct_exclude_zero = line_punct_exclude_zero
         self.stop_chars = tuple(stop_chars) if stop_chars is not None else TERMINAL_TUPLE
@@ -48,15 +54,15 @@ class FineWebQuality(Filter):
             return "empty"
         ratio = sum(1 for ln in lines if ln.endswith(self.stop_chars)) / len(lines)
         if ratio < self.line_punct_thr and not (ratio == 0 and self.line_punct_exclude_zero):
-            return f"line_punct_ratio {_fmt(ratio)} < {self.line_punct_thr}"
+            return f"line_punct_ratio {fmt_number(ratio)} < {self.line_punct_thr}"
         ratio = sum(1 for ln in lines if len(ln) <= self.short_line_length) / len(lines)
         if ratio > self.short_line_thr:
-            return f"short_line_ratio {_fmt(ratio)} > {self.short_line_thr}"
-        ratio = _dup_count_and_chars(lines)[1] / max(1, len(text) - text.count("\n"))
+            return f"short_line_ratio {fmt_number(ratio)} > {self.short_line_thr}"
+        ratio = dup_count_and_chars(lines)[1] / max(1, len(text) - text.count("\n"))
         if ratio > self.char_duplicates_ratio:
-            return f"char_dup_ratio {_fmt(ratio)} > {self.char_duplicates_ratio}"
+            return f"char_dup_ratio {fmt_number(ratio)} > {self.char_duplicates_ratio}"
         n_words = len(split_words(text, self.language))
         ratio = text.count("\n") / n_words if n_words else float("inf")
         if ratio > self.new_line_ratio:
-            return f"list_ratio {_fmt(ratio)} > {self.new_line_ratio}"
+            return f"list_ratio {fmt_number(ratio)} > {self.new_line_ratio}"
         return None

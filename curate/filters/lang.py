@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from curate.pipeline.params import number
 from curate.pipeline.step import Step, register
 from curate.record import Removed
 from curate.scoring.models import load_fasttext, resolve
@@ -21,8 +22,7 @@ class Language(Step):
         if isinstance(languages, str):
             languages = [x.strip() for x in languages.split(",") if x.strip()]
         self.languages = frozenset(languages) if languages else None
-        if not 0.0 <= min_score <= 1.0:
-            raise ValueError("min_score must be in [0, 1]")
+        number("language.min_score", min_score, 0, 1)
         self.min_score = min_score
         self.model_path = model_path
         self.text_key = text_key

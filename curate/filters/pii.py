@@ -39,6 +39,8 @@ class Pii(Step):
     def __init__(self, kinds: list[str] | None = None, email_replacement: str = "<EMAIL>",
                  ip_replacement: str = "<IP>", phone_replacement: str = "<PHONE>", text_key: str = "text"):
         super().__init__()
+        if isinstance(kinds, str):  # `kinds: email` means one kind, not the letters of a word
+            kinds = [k.strip() for k in kinds.split(",") if k.strip()]
         kinds = list(kinds or ("email", "ip", "phone"))
         unknown = set(kinds) - {"email", "ip", "phone"}
         if unknown:

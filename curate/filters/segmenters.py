@@ -20,7 +20,7 @@ import re
 import string
 from functools import lru_cache
 
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
 
 SEGMENTED = frozenset({"zh", "ja", "ko", "th", "vi", "hi"})
 PACKAGES = {"zh": "jieba", "ja": "sudachipy", "ko": "kiwipiepy", "th": "pythainlp", "vi": "pyvi"}

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import re
 
-from curate.filters.gopher import _fmt
+from curate.filters.gopher import fmt_number
+from curate.pipeline.params import number
 from curate.pipeline.step import Filter, register
 
 
@@ -17,6 +18,8 @@ class Length(Filter):
         super().__init__()
         if all(v is None for v in (min_words, max_words, min_chars, max_chars)):
             raise ValueError("length needs at least one of min_words, max_words, min_chars, max_chars")
+        for key in ("min_words", "max_words", "min_chars", "max_chars"):
+            number(f"length.{key}", locals()[key], 0, integer=True, optional=True)
         self.min_words, self.max_words, self.min_chars, self.max_chars = min_words, max_words, min_chars, max_chars
         self.text_key = text_key
 
@@ -61,8 +64,7 @@ class CharRatio(Filter):
             if not m or m.group(2) not in _COUNTERS:
                 known = ", ".join(f"min/max_{k}_ratio" for k in _COUNTERS)
                 raise ValueError(f"char_ratio: unknown parameter {key!r}; known: {known}")
-            if not 0.0 <= float(value) <= 1.0:
-                raise ValueError(f"char_ratio: {key} must be in [0, 1]")
+            number(f"char_ratio.{key}", value, 0, 1)
             self.bounds.append((m.group(1), m.group(2), float(value)))
         if not self.bounds:
             raise ValueError("char_ratio needs at least one bound, e.g. max_digit_ratio: 0.3")
@@ -75,7 +77,7 @@ class CharRatio(Filter):
         for side, kind, limit in self.bounds:
             ratio = _COUNTERS[kind](text) / len(text)
             if side == "max" and ratio > limit:
-                return f"{kind}_ratio {_fmt(ratio)} > {limit}"
+                return f"{kind}_ratio {fmt_number(ratio)} > {limit}"
             if side == "min" and ratio < limit:
-                return f"{kind}_ratio {_fmt(ratio)} < {limit}"
+                return f"{kind}_ratio {fmt_number(ratio)} < {limit}"
         return None

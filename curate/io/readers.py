@@ -13,6 +13,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator
 
+from curate.basics.jsonarray import salvage_array
 from curate.io.mediawiki import iter_pages
 from curate.io.sources import Shard, TruncatedInput, iter_lines, open_binary
 from curate.record import Document
@@ -118,16 +119,33 @@ def _read_whole(shard: Shard) -> bytes | Reject:
             return _truncated(shard, 1, e)
 
 
+# A JSON escape of a UTF-16 surrogate (\ud800-\udfff): valid JSON, but alone (unpaired) it
+# decodes to a string no UTF-8 writer accepts. Only records that contain one are checked.
+_LONE_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE_BYTES = re.compile(_LONE_SURROGATE.pattern.encode())
+
+
+def lone_surrogate(doc: Document) -> str | None:
+    """The reason to reject ``doc`` when its id, text or meta holds an unpaired surrogate."""
+    for name, value in (("id", doc.id), ("text", doc.text), ("meta", doc.meta)):
+        s = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        if _has_surrogates(s):
+            return f"lone surrogate escape in {name} (not encodable as UTF-8)"
+    return None
+
+
 def _jsonl_doc(shard: Shard, raw: bytes, line: int) -> Document | Reject:
     if (rej := _too_long(shard, raw, line)) is not None:
         return rej
     try:
-        obj = json.loads(raw.decode("utf-8"))
+        obj = json.loads(raw.decode("utf-8", shard.spec.encoding_errors))
     except UnicodeDecodeError as e:
         return Reject(shard.source, line, f"invalid UTF-8 at byte {e.start}", _preview(raw))
     except json.JSONDecodeError as e:
         return Reject(shard.source, line, f"malformed JSON: {e.msg} at column {e.colno}", _preview(raw))
     doc = record_to_doc(obj, shard, line)
+    if isinstance(doc, Document) and _LONE_SURROGATE_BYTES.search(raw):
+        doc = lone_surrogate(doc) or doc
     return doc if isinstance(doc, Document) else Reject(shard.source, line, doc, _preview(raw))
 
 
@@ -147,7 +165,7 @@ def _text_doc(shard: Shard, raw: bytes, line: int) -> Document | Reject:
     if (rej := _too_long(shard, raw, line)) is not None:
         return rej
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8", shard.spec.encoding_errors)
     except UnicodeDecodeError as e:
         return Reject(shard.source, line, f"invalid UTF-8 at byte {e.start}", _preview(raw))
     if not text.strip():
@@ -155,80 +173,98 @@ def _text_doc(shard: Shard, raw: bytes, line: int) -> Document | Reject:
     return Document(f"{shard.source}:{line}", text, shard.source, {})
 
 
-_SEPARATORS = re.compile(r"[\s,]*")
-
-
 def _json_array_records(shard: Shard):
-    """A JSON array of objects (Alpaca-style files). Elements are decoded one at a
-    time, so a truncated array keeps every complete element before the damage.
+    """A JSON array of objects (Alpaca-style files), decoded one element at a time: a
+    malformed element or one with invalid UTF-8 is a reject and the elements after it are
+    still read; a truncated array keeps every complete element before the damage.
     ``line`` is the line on which each element starts."""
     data = _read_whole(shard)
     if isinstance(data, Reject):
         yield 1, data
         return
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        yield line, Reject(shard.source, line, f"invalid UTF-8 at byte {e.start}; file not read", _preview(data[e.start:]))
-        return
-    decoder = json.JSONDecoder()
-    pos = len(text) - len(text.lstrip())
-    if not text.startswith("[", pos):
-        yield 1, Reject(shard.source, 1, "not a JSON array", _preview(text))
-        return
-    pos += 1
-    line = 1 + text.count("\n", 0, pos)
-    while True:
-        m = _SEPARATORS.match(text, pos)
-        line += text.count("\n", pos, m.end())
-        pos = m.end()
-        if pos >= len(text):
+    errors = "replace" if shard.spec.encoding_errors == "replace" else "surrogateescape"
+    text = data.decode("utf-8", errors)
+    for el in salvage_array(text):
+        line, raw = el.line, text[el.start:el.end]
+        if el.error == "not a JSON array":
+            yield line, Reject(shard.source, line, "not a JSON array", _preview(raw))
+        elif el.error == "array not closed":
             yield line, Reject(shard.source, line, "truncated JSON array (no closing ']')", "")
-            return
-        if text[pos] == "]":
-            return
-        try:
-            obj, end = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as e:
-            yield line, Reject(shard.source, line, f"malformed JSON element: {e.msg}; rest of file not read", _preview(text[pos:]))
-            return
-        raw = text[pos:end]
-        rej = _too_long(shard, raw, line)
-        doc = rej if rej is not None else record_to_doc(obj, shard, line)
-        yield line, doc if not isinstance(doc, str) else Reject(shard.source, line, doc, _preview(raw))
-        line += text.count("\n", pos, end)
-        pos = end
+        elif el.error is not None or (errors == "surrogateescape" and _has_surrogates(raw)):
+            reason = f"malformed JSON element: {el.error}" if el.error is not None else "invalid UTF-8"
+            yield line, Reject(shard.source, line, reason, _preview(raw.encode("utf-8", "surrogateescape")))
+        else:
+            rej = _too_long(shard, raw, line)
+            doc = rej if rej is not None else record_to_doc(el.obj, shard, line)
+            if isinstance(doc, Document) and _LONE_SURROGATE.search(raw):
+                doc = lone_surrogate(doc) or doc
+            yield line, doc if not isinstance(doc, str) else Reject(shard.source, line, doc, _preview(raw))
 
 
 def _csv_records(shard: Shard):
+    """CSV/TSV with a header row. Parsed strictly: a quote left open (which would swallow
+    the rows after it) or text after a closing quote makes the record's first line a
+    reject, and parsing resumes on the line after it, so the rows that follow are kept."""
     delimiter = "\t" if shard.path.lower().rstrip(".gzbz2zst").endswith(".tsv") else ","
     csv.field_size_limit(shard.spec.max_record_bytes + 1)
+    errors = "replace" if shard.spec.encoding_errors == "replace" else "surrogateescape"
     with open_binary(shard.path) as fb:
-        f = io.TextIOWrapper(fb, encoding="utf-8", errors="surrogateescape", newline="")
-        reader = csv.DictReader(f, delimiter=delimiter)
-        line = 1
+        lines = _LineFeed(io.TextIOWrapper(fb, encoding="utf-8", errors=errors, newline=""))
+        reader = csv.reader(lines, delimiter=delimiter, strict=True)
+        header, line = None, 0  # line: physical lines consumed before the current record
         while True:
+            lines.taken = []
             try:
                 row = next(reader)
             except StopIteration:
                 return
             except csv.Error as e:
-                yield reader.line_num, Reject(shard.source, reader.line_num, f"malformed CSV: {e}", "")
+                why = "unterminated quote" if "unexpected end of data" in str(e) else str(e)
+                raw = lines.taken[0] if lines.taken else ""
+                yield line + 1, Reject(shard.source, line + 1, f"malformed CSV: {why}", _preview(raw))
+                lines.push_back(lines.taken[1:])
+                reader = csv.reader(lines, delimiter=delimiter, strict=True)
+                line += 1
                 continue
             except (EOFError, OSError) as e:
                 yield line + 1, _truncated(shard, line + 1, e)
                 return
-            line = reader.line_num
-            values = [v for v in row.values() if isinstance(v, str)]
-            if any(_has_surrogates(v) for v in values):
-                yield line, Reject(shard.source, line, "invalid UTF-8", _preview(",".join(values).encode("utf-8", "surrogateescape")))
+            start, line = line + 1, line + len(lines.taken)
+            if not row:
                 continue
-            if None in row:
-                yield line, Reject(shard.source, line, "row has more fields than the header", _preview(str(row)))
+            if header is None:
+                header = row
                 continue
-            doc = record_to_doc(row, shard, line)
-            yield line, doc if isinstance(doc, Document) else Reject(shard.source, line, doc, _preview(str(row)))
+            yield start, _csv_doc(shard, header, row, start)
+
+
+class _LineFeed:
+    """Lines of a text stream for ``csv.reader``; remembers the lines of the record being
+    parsed (``taken``) and can give lines back to be parsed again."""
+
+    def __init__(self, f):
+        self.f, self.taken, self.back = f, [], []
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        line = self.back.pop() if self.back else next(self.f)
+        self.taken.append(line)
+        return line
+
+    def push_back(self, lines: list[str]) -> None:
+        self.back.extend(reversed(lines))
+
+
+def _csv_doc(shard: Shard, header: list[str], row: list[str], line: int) -> Document | Reject:
+    if any(_has_surrogates(v) for v in row):
+        return Reject(shard.source, line, "invalid UTF-8", _preview(",".join(row).encode("utf-8", "surrogateescape")))
+    if len(row) > len(header):
+        return Reject(shard.source, line, "row has more fields than the header", _preview(str(row)))
+    record = dict(zip(header, row + [None] * (len(header) - len(row))))
+    doc = record_to_doc(record, shard, line)
+    return doc if isinstance(doc, Document) else Reject(shard.source, line, doc, _preview(str(record)))
 
 
 def _has_surrogates(s: str) -> bool:

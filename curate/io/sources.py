@@ -17,7 +17,9 @@ from typing import Iterator
 
 import xxhash
 
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
+from curate.io.zstdstream import ZstdReader
+from curate.pipeline.params import flag, number, text
 
 FORMATS = ("jsonl", "json", "parquet", "csv", "text", "hf", "mediawiki")
 INPUT_KEYS = {
@@ -40,6 +42,8 @@ class InputSpec:
     shard_bytes: uncompressed JSONL/text files larger than this are split (default 128 MiB).
     namespaces / keep_markup: MediaWiki dumps only (default: articles, markup stripped).
     split: for ``hf`` inputs loaded from data files, the split to read (default ``train``).
+    encoding_errors: ``strict`` (default: a record with invalid UTF-8 is rejected) or
+    ``replace`` (invalid bytes become U+FFFD and the record is kept).
     """
 
     path: str
@@ -52,6 +56,7 @@ class InputSpec:
     namespaces: list[int] = field(default_factory=lambda: [0])
     keep_markup: bool = False
     split: str = "train"
+    encoding_errors: str = "strict"
 
     @classmethod
     def parse(cls, raw) -> "InputSpec":
@@ -62,12 +67,34 @@ class InputSpec:
         unknown = set(raw) - INPUT_KEYS
         if unknown:
             raise CurateError(f"input {raw['path']!r}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(INPUT_KEYS))}")
-        spec = cls(**{k: v for k, v in raw.items() if k != "encoding_errors"})
+        spec = cls(**raw)
+        _check_types(spec)
         if spec.format is not None and spec.format not in FORMATS:
             raise CurateError(f"input {spec.path!r}: unknown format {spec.format!r}; known: {', '.join(FORMATS)}")
         if spec.text_mode not in ("line", "file"):
             raise CurateError(f"input {spec.path!r}: text_mode must be 'line' or 'file'")
+        if spec.encoding_errors not in ("strict", "replace"):
+            raise CurateError(f"input {spec.path!r}: encoding_errors must be 'strict' or 'replace'")
         return spec
+
+
+def _check_types(spec: InputSpec) -> None:
+    """One-line CurateErrors for input keys of the wrong type or out of range."""
+    if not isinstance(spec.path, str) or not spec.path:
+        raise CurateError(f"input path must be a file, folder or glob, got {spec.path!r}")
+    try:
+        for key in ("text_field", "id_field", "text_mode", "split", "encoding_errors"):
+            text(f"input {spec.path!r}: {key}", getattr(spec, key))
+        text(f"input {spec.path!r}: format", spec.format, optional=True)
+        for key in ("max_record_bytes", "shard_bytes"):
+            number(f"input {spec.path!r}: {key}", getattr(spec, key), 1, integer=True)
+        flag(f"input {spec.path!r}: keep_markup", spec.keep_markup)
+        if not isinstance(spec.namespaces, list):
+            raise ValueError(f"input {spec.path!r}: namespaces must be a list of integers, got {spec.namespaces!r}")
+        for ns in spec.namespaces:
+            number(f"input {spec.path!r}: namespaces", ns, integer=True)
+    except ValueError as e:
+        raise CurateError(str(e)) from None
 
 
 @dataclass
@@ -205,9 +232,7 @@ def open_binary(path: str) -> io.BufferedIOBase:
     if kind == "bz2":
         return bz2.open(path, "rb")
     if kind == "zstd":
-        import zstandard
-
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True))
+        return io.BufferedReader(ZstdReader(path))
     return open(path, "rb")
 
 

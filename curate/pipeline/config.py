@@ -23,10 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
+from curate.basics.yamlconfig import check_expanded_size, read_yaml_mapping
 from curate.io.sources import InputSpec
-from curate.pipeline.step import GlobalStep, Step, build_step
-from curate.yamlconfig import read_yaml_mapping
+from curate.pipeline.params import number
+from curate.pipeline.step import GlobalStep, Step
+from curate.steps import build_step
 
 TOP_KEYS = {"inputs", "steps", "output", "batch_size"}
 OUTPUT_KEYS = {"dir", "format", "max_shard_bytes"}
@@ -56,6 +58,7 @@ def load_config(source: str | Path | dict, out_dir: str | Path | None = None) ->
     """Read and validate a pipeline config; ``out_dir`` overrides ``output.dir``.
     Raises CurateError (one line) on any problem."""
     if isinstance(source, dict):
+        check_expanded_size(source, "config")  # before json.dumps expands shared parts
         raw = json.loads(json.dumps(source, default=str))
     else:
         raw = read_yaml_mapping(source)
@@ -87,10 +90,14 @@ def load_config(source: str | Path | dict, out_dir: str | Path | None = None) ->
     fmt = output.get("format", "parquet")
     if fmt not in ("parquet", "jsonl"):
         raise CurateError(f"output.format must be 'parquet' or 'jsonl', not {fmt!r}")
-    batch_size = raw.get("batch_size", 1000)
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise CurateError("batch_size must be a positive integer")
-    cfg = PipelineConfig(specs, steps, Path(output["dir"]), fmt, int(output.get("max_shard_bytes", 256 << 20)), batch_size, raw)
+    if not isinstance(output["dir"], str):
+        raise CurateError(f"output.dir must be a folder name, got {output['dir']!r}")
+    try:  # sizes and counts: a zero or negative one would loop or mean nothing
+        batch_size = number("batch_size", raw.get("batch_size", 1000), 1, integer=True)
+        max_shard_bytes = number("output.max_shard_bytes", output.get("max_shard_bytes", 256 << 20), 1, integer=True)
+    except ValueError as e:
+        raise CurateError(str(e)) from None
+    cfg = PipelineConfig(specs, steps, Path(output["dir"]), fmt, max_shard_bytes, batch_size, raw)
     for spec in steps:  # build once here so that a bad step or parameter fails before any work
         try:
             build_step(spec)

@@ -1,5 +1,7 @@
-"""Executors run a task function over shards. The local one uses worker processes;
-a Ray executor (``curate.pipeline.ray_executor``) implements the same interface.
+"""Executors run a function over a list of items: the runner's (stage, shard) tasks, and any
+work a global step spreads over the run (``executor.map(fn, items)``). The local one uses
+worker processes; a Ray executor (``curate.pipeline.ray_executor``) implements the same
+interface. Executors know nothing of what the items are.
 
 A task reports progress (documents done) through :func:`report_progress`, which
 reaches the parent's progress bar whatever process the task runs in.
@@ -9,30 +11,48 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue as queue_mod
+import signal
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from typing import Callable, Iterator
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
 
 _progress_sink: Callable[[int], None] | None = None
 
 
 def report_progress(n_docs: int) -> None:
+    """Tell the run's progress bar that ``n_docs`` more documents are done (any process)."""
     if _progress_sink is not None:
         _progress_sink(n_docs)
+
+
+def set_progress_sink(sink: Callable[[int], None] | None) -> None:
+    """Where :func:`report_progress` sends counts in this process (None: nowhere)."""
+    global _progress_sink
+    _progress_sink = sink
 
 
 def _init_worker(q) -> None:
     global _progress_sink
     _progress_sink = q.put
+    # Ctrl-C reaches every worker too: leave at once and quietly (the parent prints one line;
+    # temporary files are swept and finished shards kept, so a rerun resumes).
+    signal.signal(signal.SIGINT, lambda *_: os._exit(130))
 
 
 class Executor:
-    """Runs ``fn(payload)`` for every payload and yields results as they finish."""
+    """Runs ``fn(item)`` for every item and yields the results as they finish (in any order).
+    ``fn`` and the items must pickle; ``on_progress`` receives the documents ``fn`` reports.
+    ``distributed``: the items run on other machines (a global step may then spread work that
+    is too big for one process over ``map``)."""
 
     workers: int = 1
+    distributed: bool = False
 
-    def map(self, fn: Callable[[dict], dict], payloads: list[dict], on_progress: Callable[[int], None]) -> Iterator[dict]:
+    def map(self, fn: Callable[[Any], Any], items: list, on_progress: Callable[[int], None] | None = None
+            ) -> Iterator[Any]:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -50,23 +70,29 @@ class LocalExecutor(Executor):
         self._pool = None
         self._queue = None
 
-    def map(self, fn, payloads, on_progress):
-        global _progress_sink
+    def map(self, fn, payloads, on_progress=None):
+        on_progress = on_progress or _ignore
         if self.workers == 1 or len(payloads) <= 1:
-            _progress_sink = on_progress
+            set_progress_sink(on_progress)
             try:
                 for p in payloads:
                     yield fn(p)
             finally:
-                _progress_sink = None
+                set_progress_sink(None)
             return
         pool, q = self._ensure_pool()
-        pending = {pool.submit(fn, p) for p in payloads}
+        with _sigint_ignored():  # workers start here; they inherit the ignored Ctrl-C through exec
+            pending = {pool.submit(fn, p) for p in payloads}
         while pending:
             done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             _drain(q, on_progress)
             for fut in done:
-                yield fut.result()
+                try:
+                    result = fut.result()
+                except BrokenProcessPool:
+                    raise CurateError("a worker process died (killed, out of memory or interrupted); "
+                                      "rerun the same command to resume") from None
+                yield result
         _drain(q, on_progress)
 
     def _ensure_pool(self):
@@ -83,6 +109,21 @@ class LocalExecutor(Executor):
             self._pool = None
 
 
+@contextmanager
+def _sigint_ignored():
+    """Ignore Ctrl-C while worker processes are started: a worker interrupted while still
+    importing would print a traceback. ``_init_worker`` then makes Ctrl-C a quiet exit."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: signals are not ours to change
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _drain(q, on_progress) -> None:
     while True:
         try:
@@ -91,16 +132,5 @@ def _drain(q, on_progress) -> None:
             return
 
 
-def make_executor(name: str = "local", workers: int | None = None, address: str | None = None) -> Executor:
-    if name == "local":
-        return LocalExecutor(workers)
-    if name == "ray":
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise CurateError("the ray executor needs Ray: pip install 'curate[ray]'") from None
-        from curate.pipeline.ray_executor import RayExecutor
-
-        return RayExecutor(workers=workers, address=address)
-    raise CurateError(f"unknown executor {name!r}; use 'local' or 'ray'")
-
+def _ignore(n_docs: int) -> None:
+    pass

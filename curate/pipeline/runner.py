@@ -14,6 +14,7 @@ have markers, so a run killed at any moment resumes to the same output.
 """
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
 import shutil
@@ -25,12 +26,13 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from curate import __version__
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
+from curate.basics.files import file_sha256, write_json
 from curate.io.readers import read_shard
 from curate.io.sources import Shard, fingerprint, plan_shards
-from curate.io.writers import ShardWriter, file_sha256, remove_stale_tmp, removed_table, write_json, write_jsonl, write_parquet
+from curate.io.writers import ShardWriter, remove_stale_tmp, removed_table, write_jsonl, write_parquet
 from curate.pipeline.config import PipelineConfig, load_config, segments
-from curate.pipeline.executor import Executor, make_executor, report_progress
+from curate.pipeline.executor import Executor, LocalExecutor, report_progress
 from curate.pipeline.progress import Progress
 from curate.record import Document, from_table, to_table
 
@@ -88,8 +90,25 @@ def _step_workdir(out: Path, index: int, name: str) -> Path:
     return _work(out) / f"step{index:02d}-{name}"
 
 
+def make_executor(name: str = "local", workers: int | None = None, address: str | None = None) -> Executor:
+    """The executor named ``local`` (worker processes) or ``ray`` (a Ray cluster at ``address``)."""
+    if name == "local":
+        return LocalExecutor(workers)
+    if name == "ray":
+        try:
+            import ray  # noqa: F401  (checked here: ray_executor may already be imported without it)
+
+            from curate.pipeline.ray_executor import RayExecutor
+        except ImportError:
+            raise CurateError("the ray executor needs Ray: pip install 'curate[ray]'") from None
+        return RayExecutor(workers=workers, address=address)
+    raise CurateError(f"unknown executor {name!r}; use 'local' or 'ray'")
+
+
 def run_task(task: dict) -> dict:
     """Run one segment of the pipeline on one shard. Top level so worker processes can import it."""
+    for name in task["step_modules"]:  # the modules that registered the driver's steps (any layer)
+        importlib.import_module(name)
     cfg = load_config(task["config"])
     out, stage, shard = cfg.out_dir, task["stage"], Shard.from_dict(task["shard"])
     steps = _worker_steps(cfg)
@@ -168,17 +187,83 @@ def run_task(task: dict) -> dict:
     return result
 
 
-def _check_out_dir(cfg: PipelineConfig, overwrite: bool) -> None:
+# Everything a run writes at the top of OUT: all that --overwrite may delete (report.html: the run report).
+RUN_OUTPUTS = ("_work", "data", "removed", "rejects", "stats.json", "manifest.json", "report.html")
+
+
+def _check_out_dir(cfg: PipelineConfig, shards: list[Shard], overwrite: bool) -> None:
+    """Make OUT ready for this run (resuming, or emptied by ``overwrite``) and stamp it.
+    One-line CurateErrors: OUT is a file, holds or lies inside an input, holds another
+    config's run or files curate did not write, or its inputs changed since it began."""
     out = cfg.out_dir
     stamp = _work(out) / "config.json"
+    if out.exists() and not out.is_dir():
+        raise CurateError(f"output folder {out} is a file")
+    _refuse_input_overlap(out, cfg, shards)
     if overwrite and out.exists():
-        shutil.rmtree(out)
+        stray = sorted(p.name for p in out.iterdir() if p.name not in RUN_OUTPUTS)
+        if stray:
+            raise CurateError(f"--overwrite: {out} holds files curate did not write ({', '.join(stray[:3])}); "
+                              "not deleting them: use another --out")
+        for name in RUN_OUTPUTS:
+            path = out / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    inputs = input_states(shards)
     if stamp.exists():
-        if json.loads(stamp.read_text()).get("fingerprint") != cfg.fingerprint():
+        old = json.loads(stamp.read_text())
+        if old.get("fingerprint") != cfg.fingerprint():
             raise CurateError(f"{out} holds a run with a different config; use another --out or --overwrite")
+        changed = changed_input(old.get("inputs"), inputs)
+        if changed:
+            raise CurateError(f"input {changed} changed since the run in {out} began; use --overwrite to redo it")
     elif out.exists() and any(out.iterdir()):
         raise CurateError(f"{out} is not empty and holds no curate run; use another --out or --overwrite")
-    write_json(stamp, {"fingerprint": cfg.fingerprint(), "config": cfg.raw})
+    try:
+        write_json(stamp, {"fingerprint": cfg.fingerprint(), "config": cfg.raw, "inputs": inputs})
+    except OSError as e:
+        raise CurateError(f"cannot write to output folder {out}: {e.strerror or e}") from None
+
+
+def _refuse_input_overlap(out: Path, cfg: PipelineConfig, shards: list[Shard]) -> None:
+    """OUT must neither hold an input (an --overwrite would delete it) nor lie inside an
+    input folder (a rerun would read its own output)."""
+    out_abs = out.resolve()
+    for path in sorted({s.path for s in shards}):
+        p = Path(path).resolve()
+        if not p.exists():  # e.g. a Hugging Face hub dataset named by its id
+            continue
+        if out_abs == p or out_abs in p.parents:
+            raise CurateError(f"output folder {out} holds the input {path}; use another --out")
+        if p.is_dir() and p in out_abs.parents:
+            raise CurateError(f"output folder {out} is inside the input folder {path}; use another --out")
+    for spec in cfg.inputs:
+        p = Path(spec.path).resolve()
+        if p.is_dir() and (p == out_abs or p in out_abs.parents):
+            raise CurateError(f"output folder {out} is inside the input folder {spec.path}; use another --out")
+
+
+def input_states(shards: list[Shard]) -> dict[str, list[int]]:
+    """``{path: [bytes, mtime_ns]}`` of every input file (folders: totals over their files),
+    recorded when a run begins so that a resume notices a changed input."""
+    states = {}
+    for path in sorted({s.path for s in shards}):
+        p = Path(path)
+        if not p.exists():  # a hub dataset: nothing local to compare
+            continue
+        files = [f for f in p.rglob("*") if f.is_file()] if p.is_dir() else [p]
+        stats = [f.stat() for f in files]
+        states[path] = [sum(st.st_size for st in stats), max((st.st_mtime_ns for st in stats), default=0)]
+    return states
+
+
+def changed_input(old: dict | None, new: dict) -> str | None:
+    """The first input path that was added, removed or modified between two ``input_states``."""
+    if old is None:  # a run stamped before inputs were recorded
+        return None
+    for path in sorted(set(old) | set(new)):
+        if old.get(path) != new.get(path):
+            return path
+    return None
 
 
 def run_pipeline(config: str | Path | dict, out: str | Path | None = None, workers: int | None = None,
@@ -187,10 +272,11 @@ def run_pipeline(config: str | Path | dict, out: str | Path | None = None, worke
     and return the figures also written to ``OUT/stats.json``."""
     cfg = load_config(config, out)
     out = cfg.out_dir
-    _check_out_dir(cfg, overwrite)
+    shards = plan_shards(cfg.inputs)  # a missing input fails here, before OUT is touched
+    _check_out_dir(cfg, shards, overwrite)
     remove_stale_tmp(out)
-    shards = plan_shards(cfg.inputs)
     steps = cfg.build_steps()
+    step_modules = sorted({type(s).__module__ for s in steps})
     segs = segments(steps)
     ex = make_executor(executor, workers) if isinstance(executor, str) else executor
     results: dict[tuple[int, int], dict] = {}
@@ -204,7 +290,8 @@ def run_pipeline(config: str | Path | dict, out: str | Path | None = None, worke
                 if marker.exists():
                     results[(stage, shard.index)] = json.loads(marker.read_text())
                 else:
-                    todo.append({"config": cfg.raw, "stage": stage, "shard": shard.to_dict()})
+                    todo.append({"config": cfg.raw, "stage": stage, "shard": shard.to_dict(),
+                                 "step_modules": step_modules})
             label = f"stage {stage + 1}/{len(segs)}" if len(segs) > 1 else "curate"
             with Progress(label, total_shards=len(shards), done_shards=len(shards) - len(todo), quiet=quiet or not todo) as bar:
                 for r in ex.map(run_task, todo, bar.docs):

@@ -16,6 +16,7 @@ Register a step with ``@register("name")`` so that a YAML config can say
 from __future__ import annotations
 
 from collections import Counter
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -90,28 +91,29 @@ class GlobalStep(Step):
         raise NotImplementedError
 
 
+# Steps of higher layers (annotation checks, model-backed scores) are declared as entry points
+# in the ``curate.steps`` group of pyproject.toml; the core never names their modules itself.
+STEP_ENTRY_POINTS = "curate.steps"
+
+
+def load_plugin_step(name: str) -> bool:
+    """Import the module that an installed entry point names for step ``name`` (it registers the
+    step). True when the step is registered afterwards."""
+    for entry in entry_points(group=STEP_ENTRY_POINTS, name=name):
+        entry.load()
+    return name in REGISTRY
+
+
 def build_step(spec: dict[str, Any]) -> Step:
-    """Make a step from a config entry ``{"step": name, **params}``."""
+    """Make a step from a config entry ``{"step": name, **params}``. Only registered steps are
+    known: ``curate.steps`` registers the core ones, ``experiments.steps`` every step."""
     spec = dict(spec)
     name = spec.pop("step", None)
     if name is None:
         raise ValueError(f"step entry {spec!r} has no 'step' key")
-    _import_builtin_steps()
-    if name not in REGISTRY:
+    if name not in REGISTRY and not load_plugin_step(name):
         raise ValueError(f"unknown step {name!r}; known steps: {', '.join(sorted(REGISTRY))}")
     try:
         return REGISTRY[name](**spec)
     except TypeError as e:
         raise ValueError(f"step {name!r}: {e}") from None
-
-
-def _import_builtin_steps() -> None:
-    # Importing the packages runs their @register decorators.
-    import importlib
-
-    for mod in ("curate.dedup", "curate.filters", "curate.scoring", "annotations.steps"):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise

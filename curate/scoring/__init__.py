@@ -1,4 +1,5 @@
-"""Scores written to ``meta``: fastText quality (``quality``, ``quality_filter``),
-language-model perplexity (``perplexity``) and reward-model scores (``reward``).
-Importing this package registers the steps; models load in each step's ``setup``."""
-from curate.scoring import perplexity, quality, reward  # noqa: F401
+"""Scores written to ``meta`` that need no language model: fastText quality
+(``quality``, ``quality_filter``). Importing this package registers the steps; models load
+in each step's ``setup``. The model-backed scores (``perplexity``, ``reward``) live in
+``experiments/scoring``."""
+from curate.scoring import quality  # noqa: F401

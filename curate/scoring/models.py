@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
 
 # name -> (file name, official URL, what it is)
 MODELS = {
@@ -54,7 +54,11 @@ def load_fasttext(path):
     import fasttext
 
     fasttext.FastText.eprint = lambda *a, **k: None
-    return fasttext.load_model(str(path))
+    try:
+        return fasttext.load_model(str(path))
+    except (ValueError, RuntimeError, OSError) as e:  # fastText reports a bad file as ValueError
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CurateError(f"cannot load fastText model {path}: {why}") from None
 
 
 def fetch(name: str, url: str | None = None, timeout: float = 60.0) -> Path:

@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
 from curate.filters.text import split_words
+from curate.pipeline.params import number
 from curate.pipeline.step import GlobalStep, Step, register
 from curate.record import Document, Removed
 from curate.scoring.models import load_fasttext
@@ -172,8 +173,9 @@ class QualityFilter(GlobalStep):
         super().__init__()
         if (threshold is None) == (top_fraction is None):
             raise ValueError("quality_filter needs exactly one of threshold or top_fraction")
-        if top_fraction is not None and not 0.0 < top_fraction <= 1.0:
-            raise ValueError("top_fraction must be in (0, 1]")
+        number("quality_filter.threshold", threshold, optional=True)
+        if number("quality_filter.top_fraction", top_fraction, 0, 1, optional=True) == 0:
+            raise ValueError("quality_filter.top_fraction must be in (0, 1], got 0")
         self.key, self.threshold, self.top_fraction = key, threshold, top_fraction
 
     def _values(self, docs: list[Document]) -> np.ndarray:
