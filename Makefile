@@ -9,7 +9,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	$(VENV)/bin/python -m pip install -q "$(TORCH)"
-	$(VENV)/bin/python -m pip install -q -e '.[dev,ray]'
+	$(VENV)/bin/python -m pip install -q -e '.[dev,ray,multilingual]'
 	touch $@
 
 .PHONY: install demo test

@@ -12,6 +12,13 @@ news document in ../shared/data/pretrain. Each filter runs on each document on i
     datatrove C4BadWordsFilter        <-> curate c4_badwords (same LDNOOBW list)
 
     python benchmarks/filter_agreement.py [--out /tmp/curate_filter_agreement]
+    python benchmarks/filter_agreement.py --multilingual [--langs de,zh]
+
+``--multilingual`` compares, for each language of ../shared/data/multilingual, curate's
+gopher_quality, gopher_repetition and fineweb_quality with that language's settings
+(curate/filters/languages.yaml) against datatrove's same filters with ``language=`` set
+and the same settings passed explicitly, and the word tokens of both (a multiset match
+per document).
 
 datatrove runs in a virtual environment this script creates under /tmp (datatrove,
 spacy, regex, xxhash<4 from PyPI the first time). Disagreeing documents are written to
@@ -37,6 +44,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CURATE_SHARED", ROOT.parent / "shared")) / "data"
 VENV = Path("/tmp/curate_filters_datatrove_venv")
 PEER_PACKAGES = ["datatrove==0.10.1", "spacy>=3.7", "regex", "fasteners", "requests", "aiohttp", "xxhash<4"]
+# datatrove's word tokenizers for languages without spaces (its `multilingual` extra).
+PEER_MULTILINGUAL = ["spacy[ja]>=3.8", "sudachidict_core", "jieba", "kiwipiepy<0.22", "pythainlp", "pyvi", "indic-nlp-library"]
+MULTILINGUAL_FILTERS = ["gopher_quality", "gopher_repetition", "fineweb_quality"]
+# datatrove 0.10.1 resolves a bare "hi" to a Stanza proxy tokenizer and "zh" to spaCy's "xx" rules;
+# FineWeb-2 ran these languages as "hin_Deva" and "cmn_Hani" (IndicNLP and jieba).
+PEER_LANGUAGE = {"hi": "hin_Deva", "zh": "cmn_Hani"}
 FILTERS = ["gopher_quality", "gopher_repetition", "c4_quality", "fineweb_quality", "c4_badwords"]
 
 # Runs inside the datatrove venv: reads {"mode", "docs", "out"} as JSON from argv[1].
@@ -70,7 +83,14 @@ def verdict(result):
         return result[1] or "removed"
     return "removed"
 
-if job["mode"] == "agree":
+if job["mode"] == "agree_lang":
+    from datatrove.utils.text import split_into_words
+    out = {}
+    for name in job["filters"]:
+        f = make[name](language=job["language"], **job["settings"][name])
+        out[name] = [verdict(f.filter(Document(text=d["text"], id=d["id"]))) for d in docs]
+    out["tokens"] = [split_into_words(d["text"], job["language"]) for d in docs]
+elif job["mode"] == "agree":
     out = {}
     for name in job["filters"]:
         f = make[name]()
@@ -82,8 +102,12 @@ if job["mode"] == "agree":
         out[name] = rows
     from datatrove.utils.text import split_into_words
     out["tokens"] = [split_into_words(d["text"]) for d in docs]
-else:  # bench: the chain Gopher quality -> Gopher repetition -> C4 -> FineWeb
-    chain = [GopherQualityFilter(), GopherRepetitionFilter(), C4QualityFilter(), FineWebQualityFilter()]
+else:  # bench: the chain Gopher quality -> Gopher repetition -> C4 -> FineWeb (or per-language, without C4)
+    if job["mode"] == "bench_lang":
+        lang = job["language"]
+        chain = [make[n](language=lang, **job["settings"][n]) for n in job["filters"]]
+    else:
+        chain = [GopherQualityFilter(), GopherRepetitionFilter(), C4QualityFilter(), FineWebQualityFilter()]
     chain[0].filter(Document(text="warm up the spaCy tokenizer before timing.", id="w"))
     kept = []
     t0, c0 = time.perf_counter(), time.process_time()
@@ -107,6 +131,10 @@ def ensure_venv() -> Path:
         print(f"creating {VENV} with {' '.join(PEER_PACKAGES)} ...", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", *PEER_PACKAGES], check=True)
+    if subprocess.run([str(python), "-c", "import jieba, sudachipy, kiwipiepy, pythainlp, pyvi, indicnlp"],
+                      capture_output=True).returncode != 0:
+        print(f"installing {' '.join(PEER_MULTILINGUAL)} into {VENV} ...", flush=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *PEER_MULTILINGUAL], check=True)
     return python
 
 
@@ -149,23 +177,23 @@ def real_documents(shared: Path = SHARED) -> list[dict]:
     return docs
 
 
-def run_peer(python: Path, mode: str, docs_path: Path, work: Path, filters: list[str] | None = None) -> dict:
+def run_peer(python: Path, mode: str, docs_path: Path, work: Path, filters: list[str] | None = None, **extra) -> dict:
     from curate.filters.c4 import BADWORDS_EN
 
     job = {"mode": mode, "docs": str(docs_path), "out": str(work / f"peer_{mode}.json"), "filters": filters or [],
-           "badwords_en": str(BADWORDS_EN)}
+           "badwords_en": str(BADWORDS_EN), **extra}
     (work / f"job_{mode}.json").write_text(json.dumps(job))
     (work / "peer.py").write_text(PEER_SCRIPT)
     subprocess.run([str(python), str(work / "peer.py"), str(work / f"job_{mode}.json")], check=True)
     return json.loads(Path(job["out"]).read_text())
 
 
-def ours(name: str, docs: list[dict]) -> list[tuple[str | None, str | None]]:
+def ours(name: str, docs: list[dict], language: str | None = None) -> list[tuple[str | None, str | None]]:
     """(reason or None, cleaned text for kept c4_quality docs) for each document."""
     from experiments.steps import build_step
     from curate.record import Document
 
-    step = build_step({"step": name})
+    step = build_step({"step": name, "language": language})
     step.setup()
     out = []
     for d in docs:
@@ -180,10 +208,15 @@ def ours(name: str, docs: list[dict]) -> list[tuple[str | None, str | None]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="/tmp/curate_filter_agreement", help="where disagreements are written")
+    ap.add_argument("--multilingual", action="store_true", help="per-language agreement on ../shared/data/multilingual")
+    ap.add_argument("--langs", default="", help="with --multilingual: comma-separated codes (default: every file)")
     args = ap.parse_args()
     work = Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
     python = ensure_venv()
+    if args.multilingual:
+        multilingual_agreement(python, work, [x for x in args.langs.split(",") if x])
+        return
     docs = real_documents()
     docs_path = work / "docs.jsonl"
     docs_path.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs))
@@ -220,6 +253,62 @@ def main() -> None:
         print(f"{name:<20} {same / len(docs):>8.2%} {both_keep:>10} {both_drop:>10} {only_dt:>14} {only_us:>13}{extra}")
     print(f"disagreeing documents: {work}/disagreements_<filter>.jsonl")
     tokenizer_agreement(docs, peer["tokens"])
+
+
+def peer_settings(lang: str) -> dict:
+    """curate's settings for ``lang`` under datatrove's parameter names."""
+    from curate.filters.languages import step_settings
+
+    out = {}
+    for name in MULTILINGUAL_FILTERS:
+        params = step_settings(name, lang)
+        if "min_alpha_words_ratio" in params:
+            params["max_non_alpha_words_ratio"] = params.pop("min_alpha_words_ratio")
+        out[name] = params
+    return out
+
+
+def token_match(docs: list[dict], theirs: list[list[str]], lang: str) -> float:
+    """Fraction of the reference tokens that curate also produces (multiset, per document)."""
+    from collections import Counter
+
+    from curate.filters.text import split_words
+
+    total = shared = 0
+    for d, ref in zip(docs, theirs):
+        total += len(ref)
+        shared += sum((Counter(split_words(d["text"], lang)) & Counter(ref)).values())
+    return shared / max(1, total)
+
+
+def multilingual_agreement(python: Path, work: Path, langs: list[str]) -> None:
+    """Print a language x filter table of keep/drop agreement, and tokens matching."""
+    folder = SHARED / "multilingual"
+    paths = sorted(folder.glob("*.jsonl"))
+    print(f"machine: {machine()}")
+    print(f"{'lang':<5} {'docs':>5} " + " ".join(f"{n:>18}" for n in MULTILINGUAL_FILTERS) + f" {'tokens match':>13}")
+    for path in paths:
+        lang = path.stem
+        if langs and lang not in langs:
+            continue
+        docs = [json.loads(line) for line in open(path, encoding="utf-8")]
+        docs_path = work / f"docs_{lang}.jsonl"
+        docs_path.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs))
+        peer = run_peer(python, "agree_lang", docs_path, work, MULTILINGUAL_FILTERS,
+                        language=PEER_LANGUAGE.get(lang, lang), settings=peer_settings(lang))
+        cells = []
+        for name in MULTILINGUAL_FILTERS:
+            mine = ours(name, docs, language=lang)
+            same = sum((a is None) == (b is None) for (a, _), b in zip(mine, peer[name]))
+            dropped = sum(b is not None for b in peer[name])
+            cells.append(f"{same / len(docs):>7.2%} (dt drops {dropped:>3})")
+            bad = [{"id": d["id"], "curate": a, "datatrove": b, "text": d["text"]}
+                   for d, (a, _), b in zip(docs, mine, peer[name]) if (a is None) != (b is None)]
+            with open(work / f"disagreements_{lang}_{name}.jsonl", "w", encoding="utf-8") as f:
+                f.writelines(json.dumps(b, ensure_ascii=False) + "\n" for b in bad)
+        print(f"{lang:<5} {len(docs):>5} " + " ".join(f"{c:>18}" for c in cells)
+              + f" {token_match(docs, peer['tokens'], lang):>13.2%}", flush=True)
+    print(f"disagreeing documents: {work}/disagreements_<lang>_<filter>.jsonl")
 
 
 def tokenizer_agreement(docs: list[dict], spacy_tokens: list[list[str]]) -> None:

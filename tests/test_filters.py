@@ -3,11 +3,12 @@ the measured value worked out by hand (in the comments), plus the tokenizer agai
 output and PII redaction of planted strings."""
 import json
 
+import numpy as np
 import pytest
 
 from curate.filters.c4 import C4BadWords, C4Quality
 from curate.filters.fineweb import FineWebQuality
-from curate.filters.gopher import GopherQuality, GopherRepetition, _dup_ngram_chars, _top_ngram_chars
+from curate.filters.gopher import GopherQuality, GopherRepetition, _dup_ngram_chars, _top_ngram_chars, NGramIds
 from curate.filters.keep_if import KeepIf
 from curate.filters.pii import Pii
 from curate.filters.simple import CharRatio, Length
@@ -136,7 +137,7 @@ def test_gopher_repetition_top_ngram():
     assert GopherRepetition(**{**only_top2, "top_n_grams": [(2, 0.15)]}).reason(doc(text)) == \
         "top_2_gram_char_frac 0.1786 > 0.15"
     # ties go to the 2-gram seen first: "x y" and "y x" both twice in "x y x y" -> "x y", 3 chars * 2
-    assert _top_ngram_chars(("x", "y", "x", "y"), 2) == 6
+    assert _top_ngram_chars(NGramIds(("x", "y", "x", "y"))[2], 2, np.arange(5)) == 6
 
 
 def test_gopher_repetition_duplicate_ngrams():
@@ -151,7 +152,7 @@ def test_gopher_repetition_duplicate_ngrams():
     # Overlapping repeats are skipped past: "a a a a a a" 2-grams at 0..4, repeats counted
     # at 1 (jump to 3) and 3 (jump to 5): 2 + 2 = 4 characters.
     w = ("a",) * 6
-    assert _dup_ngram_chars(w, 2, list(range(7))) == 4
+    assert _dup_ngram_chars(NGramIds(w)[2], 2, np.arange(7)) == 4
 
 
 def test_gopher_repetition_default_passes_real_prose():

@@ -2,8 +2,10 @@
 `curate inspect`: shortcuts that build a pipeline config and run it with `curate run`'s runner."""
 from __future__ import annotations
 
+import json
 import random
 import textwrap
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -188,7 +190,8 @@ def models_list_cmd():
 @click.option("--width", type=click.IntRange(min=20), default=300, show_default=True, help="Characters of text shown.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Which documents are sampled.")
 def inspect_cmd(out, step, rule, samples, width, seed):
-    """Show a sample of the documents each step and rule removed from a run in OUT.
+    """Show a sample of the documents each step and rule removed from a run in OUT,
+    with how many of each language (meta.lang) where the run identified languages.
 
     \b
     Example:
@@ -203,7 +206,7 @@ def inspect_cmd(out, step, rule, samples, width, seed):
         raise CurateError(f"no removed documents under {out}/removed")
     groups: dict[tuple[str, str], list[dict]] = {}
     for f in files:
-        for row in pq.read_table(f, columns=["id", "text", "source", "step", "reason"]).to_pylist():
+        for row in pq.read_table(f, columns=["id", "text", "source", "step", "reason", "meta"]).to_pylist():
             key = (row["step"], rule_of(row["reason"] or ""))
             if (step is None or key[0] == step) and (rule is None or key[1] == rule):
                 groups.setdefault(key, []).append(row)
@@ -211,7 +214,9 @@ def inspect_cmd(out, step, rule, samples, width, seed):
         raise CurateError("no removed documents match --step/--rule")
     rng = random.Random(seed)
     for (step_name, rule_name), rows in sorted(groups.items(), key=lambda kv: (kv[0][0], -len(kv[1]))):
-        click.secho(f"== {step_name} / {rule_name}: {len(rows)} removed", bold=True)
+        langs = Counter(json.loads(r["meta"] or "{}").get("lang") for r in rows)
+        by_lang = ", ".join(f"{k} {v}" for k, v in sorted(langs.items(), key=lambda kv: (-kv[1], str(kv[0]))) if k)
+        click.secho(f"== {step_name} / {rule_name}: {len(rows)} removed" + (f" ({by_lang})" if by_lang else ""), bold=True)
         for row in rng.sample(rows, min(samples, len(rows))):
             text = " ".join((row["text"] or "").split())
             shown = text[:width] + (" ..." if len(text) > width else "")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from curate.basics.errors import CurateError
+from curate.filters.languages import LanguageRouter
 from curate.filters.text import count_sentences
 from curate.pipeline.params import flag, number
 from curate.pipeline.step import Filter, Step, register
@@ -27,6 +28,9 @@ class C4Quality(Step):
     mention javascript or cookie/terms-of-use policies; drop the whole document if a kept
     line says "lorem ipsum" or has a ``{``, or if fewer than ``min_num_sentences``
     sentences remain. Set a number to -1 or a flag to False to turn that rule off.
+    ``end_punctuation`` and sentence splitting follow ``meta.lang`` (``。！？`` in zh and
+    ja, ``।`` in hi, ``؟`` in ar; Thai has no sentence mark, so its line rule is off and
+    a Thai sentence is a space-separated run of text).
     Counters: ``lines_removed_<rule>`` and ``lines_kept``."""
 
     def __init__(
@@ -40,6 +44,9 @@ class C4Quality(Step):
         filter_javascript: bool = True,
         filter_curly_bracket: bool = True,
         filter_policy: bool = True,
+        end_punctuation: str | list[str] = END_PUNCTUATION,
+        language: str | None = None,
+        languages: dict | None = None,
         text_key: str = "text",
     ):
         super().__init__()
@@ -57,8 +64,11 @@ class C4Quality(Step):
         self.filter_javascript = filter_javascript
         self.filter_curly_bracket = filter_curly_bracket
         self.filter_policy = filter_policy
+        self.end_punctuation = tuple(end_punctuation)
         if text_key != "text":
             raise ValueError("c4_quality rewrites the text, so text_key must be 'text'")
+        self.language = language or "en"
+        self.router = LanguageRouter(self, locals(), language, languages)
 
     def clean(self, text: str) -> tuple[str | None, str]:
         """Return ``(cleaned_text, "")`` for a kept document or ``(None, reason)``."""
@@ -74,7 +84,7 @@ class C4Quality(Step):
                 continue
             if self.remove_citations:
                 line = CITATION.sub("", line)
-            if self.filter_no_terminal_punct and (not line.endswith(END_PUNCTUATION) or line.endswith("...")):
+            if self.filter_no_terminal_punct and (not line.endswith(self.end_punctuation) or line.endswith("...")):
                 counters["lines_removed_no_terminal_punct"] += 1
                 continue
             if len(words) < self.min_words_per_line:
@@ -92,7 +102,7 @@ class C4Quality(Step):
                 counters["lines_removed_policy"] += 1
                 continue
             if n_sentences < self.min_num_sentences:
-                n_sentences += count_sentences(line, stop_at=self.min_num_sentences - n_sentences)
+                n_sentences += count_sentences(line, stop_at=self.min_num_sentences - n_sentences, lang=self.language)
             kept.append(line)
         if n_sentences < self.min_num_sentences:
             return None, f"sentences {n_sentences} < {self.min_num_sentences}"
@@ -102,7 +112,8 @@ class C4Quality(Step):
     def process(self, docs):
         kept, removed = [], []
         for doc in docs:
-            new_text, why = self.clean(doc.text)
+            step = self.router.pick(doc) if self.router is not None else self
+            new_text, why = step.clean(doc.text)
             if new_text is None:
                 removed.append(Removed(doc, self.name, why))
             else:
@@ -128,30 +139,43 @@ def load_word_list(path: str | Path) -> list[str]:
 @register("c4_badwords")
 class C4BadWords(Filter):
     """Drop documents containing a listed word or phrase as a whole word (case-insensitive).
-    ``words_path`` defaults to the English LDNOOBW list shipped with curate; pass a file for
-    other languages (for languages written without spaces set ``whole_words=False``).
-    ``keep_fraction`` of the matching documents are kept at random (seeded)."""
+    ``words_path`` defaults to the LDNOOBW list shipped with curate for the document's
+    ``meta.lang`` (English when absent; languages without a list are kept); a file given
+    here applies to every language (for languages written without spaces set
+    ``whole_words=False``). ``keep_fraction`` of the matching documents are kept at
+    random (seeded). ``allowed_words`` are taken off the list (for zh and ja, words
+    that are common inside other words, as datatrove does)."""
 
     def __init__(self, words_path: str | None = None, whole_words: bool = True,
-                 keep_fraction: float = 0.0, seed: int = 0, text_key: str = "text"):
+                 keep_fraction: float = 0.0, seed: int = 0, allowed_words: list[str] | None = None,
+                 language: str | None = None,
+                 languages: dict | None = None, text_key: str = "text"):
         super().__init__()
         number("c4_badwords.keep_fraction", keep_fraction, 0, 1)
         number("c4_badwords.seed", seed, integer=True)
-        self.words_path = Path(words_path) if words_path else BADWORDS_EN
+        self.words_path = Path(words_path) if words_path else None
+        self.allowed_words = frozenset(allowed_words or ())
         self.whole_words = whole_words
         self.keep_fraction = keep_fraction
         self.seed = seed
         self.text_key = text_key
         self._regex: re.Pattern | None = None
+        self.language = language or "en"
+        self.router = LanguageRouter(self, locals(), language, languages)
 
     def setup(self):
-        words = sorted(load_word_list(self.words_path), key=len, reverse=True)
+        if self.words_path is None:
+            self._regex = re.compile(r"(?!)")  # no list for this language: matches nothing
+            return
+        words = sorted(set(load_word_list(self.words_path)) - self.allowed_words, key=len, reverse=True)
         alternation = "|".join(re.escape(w.lower()) for w in words)
         pattern = rf"(?:\W|^)({alternation})(?:\W|$)" if self.whole_words else f"({alternation})"
         self._regex = re.compile(pattern)
         self._rng = np.random.default_rng(self.seed)
 
     def reason(self, doc):
+        if self.router is not None:
+            return self.router.pick(doc).reason(doc)
         if self._regex is None:
             self.setup()
         found = self._regex.search((doc.get(self.text_key) or "").lower())

@@ -3,6 +3,7 @@ datatrove's ``FineWebQualityFilter`` defaults and decision order."""
 from __future__ import annotations
 
 from curate.filters.gopher import dup_count_and_chars, fmt_number
+from curate.filters.languages import LanguageRouter
 from curate.filters.text import TERMINAL_TUPLE, split_words
 from curate.pipeline.params import flag, number
 from curate.pipeline.step import Filter, register
@@ -11,7 +12,8 @@ from curate.pipeline.step import Filter, register
 @register("fineweb_quality")
 class FineWebQuality(Filter):
     """Drop documents whose non-empty lines mostly lack terminal punctuation, are mostly
-    short, repeat each other, or that are lists (many newlines per word)."""
+    short, repeat each other, or that are lists (many newlines per word). Words and
+    thresholds follow ``meta.lang`` as in ``gopher_quality``."""
 
     def __init__(
         self,
@@ -22,6 +24,8 @@ class FineWebQuality(Filter):
         short_line_length: int = 30,
         char_duplicates_ratio: float = 0.01,
         new_line_ratio: float = 0.3,
+        language: str | None = None,
+        languages: dict | None = None,
         text_key: str = "text",
     ):
         super().__init__()
@@ -38,8 +42,12 @@ class FineWebQuality(Filter):
         self.char_duplicates_ratio = char_duplicates_ratio
         self.new_line_ratio = new_line_ratio
         self.text_key = text_key
+        self.language = language or "en"
+        self.router = LanguageRouter(self, locals(), language, languages)
 
     def reason(self, doc):
+        if self.router is not None:
+            return self.router.pick(doc).reason(doc)
         text = doc.get(self.text_key) or ""
         lines = [ln for ln in text.split("\n") if ln.strip()]
         if not lines:
@@ -53,7 +61,7 @@ class FineWebQuality(Filter):
         ratio = dup_count_and_chars(lines)[1] / max(1, len(text) - text.count("\n"))
         if ratio > self.char_duplicates_ratio:
             return f"char_dup_ratio {fmt_number(ratio)} > {self.char_duplicates_ratio}"
-        n_words = len(split_words(text))
+        n_words = len(split_words(text, self.language))
         ratio = text.count("\n") / n_words if n_words else float("inf")
         if ratio > self.new_line_ratio:
             return f"list_ratio {fmt_number(ratio)} > {self.new_line_ratio}"

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import operator
 import re
-from collections import Counter
-from itertools import accumulate, compress
+from itertools import compress
 
+import numpy as np
+
+from curate.filters.languages import LanguageRouter
 from curate.filters.text import LETTERS, SYMBOL, WORD_KINDS, split_words
 from curate.pipeline.params import number
 from curate.pipeline.step import Filter, register
@@ -26,7 +28,9 @@ def fmt_number(x: float) -> str:
 @register("gopher_quality")
 class GopherQuality(Filter):
     """Drop documents that fail Gopher's quality heuristics. Words are counted without
-    pure-punctuation tokens; ratios are fractions in [0, 1]."""
+    pure-punctuation tokens; ratios are fractions in [0, 1]. Words, stop words and
+    thresholds follow each document's ``meta.lang`` unless ``language`` fixes one
+    (``curate/filters/languages.py``); ``languages`` overrides values per language."""
 
     def __init__(
         self,
@@ -40,6 +44,8 @@ class GopherQuality(Filter):
         min_alpha_words_ratio: float | None = 0.8,
         min_stop_words: int | None = 2,
         stop_words: list[str] | None = None,
+        language: str | None = None,
+        languages: dict | None = None,
         text_key: str = "text",
     ):
         super().__init__()
@@ -59,10 +65,14 @@ class GopherQuality(Filter):
         self.min_stop_words = min_stop_words
         self.stop_words = frozenset(STOP_WORDS if stop_words is None else stop_words)
         self.text_key = text_key
+        self.language = language or "en"
+        self.router = LanguageRouter(self, locals(), language, languages)
 
     def reason(self, doc):
+        if self.router is not None:
+            return self.router.pick(doc).reason(doc)
         text = doc.get(self.text_key) or ""
-        words = split_words(text)
+        words = split_words(text, self.language)
         n_words = len(words)
         kinds = list(map(WORD_KINDS.__getitem__, words))
         n_real = n_words - kinds.count(SYMBOL)
@@ -118,41 +128,74 @@ def dup_count_and_chars(items: list[str]) -> tuple[int, int]:
     return n, chars
 
 
-def _ngrams(words: tuple[str, ...], n: int) -> list[tuple[str, ...]]:
-    return list(zip(*(words[k:] for k in range(n))))
+class _WordIds(dict):
+    """word -> a small integer, assigned on first sight; ids are compared within one
+    document only, so the table may be cleared between documents."""
+
+    def __missing__(self, word: str) -> int:
+        i = self[word] = len(self)
+        return i
 
 
-def _top_ngram_chars(words: tuple[str, ...], n: int) -> int:
+_WORD_IDS = _WordIds()
+
+
+class NGramIds:
+    """``grams[n]`` is (ids, first) for the n-grams of ``words``: ``ids[i]`` numbers the
+    n-gram starting at word i (equal n-grams, equal numbers) and ``first[g]`` is where
+    n-gram number g first occurs. Built exactly and on demand, one sort per n: an
+    (n-1)-gram's number and the next word's number make the n-gram's key."""
+
+    def __init__(self, words: tuple[str, ...]):
+        if len(_WORD_IDS) > 1_000_000:
+            _WORD_IDS.clear()
+        self.word_ids = np.fromiter(map(_WORD_IDS.__getitem__, words), dtype=np.int64, count=len(words))
+        self.base = int(self.word_ids.max(initial=0)) + 1
+        self.levels: dict[int, tuple[np.ndarray, np.ndarray]] = {1: (self.word_ids, np.empty(0, np.int64))}
+
+    def __contains__(self, n: int) -> bool:
+        return len(self.word_ids) - n + 1 > 0
+
+    def __getitem__(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        k = max(k for k in self.levels if k <= n)
+        ids = self.levels[k][0]
+        for level in range(k + 1, n + 1):
+            m = len(self.word_ids) - level + 1
+            _, first, ids = np.unique(ids[:m] * self.base + self.word_ids[level - 1:], return_index=True, return_inverse=True)
+            self.levels[level] = (ids, first)
+        return self.levels[n]
+
+
+def _top_ngram_chars(grams: tuple[np.ndarray, np.ndarray], n: int, cum_len: np.ndarray) -> int:
     """Characters of the most frequent n-gram (words joined by single spaces) times its
-    count; ties go to the n-gram seen first. 0 when there are fewer than n words."""
-    grams = _ngrams(words, n)
-    if not grams:
-        return 0
-    gram, count = Counter(grams).most_common(1)[0]
-    return (sum(map(len, gram)) + n - 1) * count
+    count; ties go to the n-gram seen first."""
+    ids, first = grams
+    counts = np.bincount(ids)
+    top = counts.max()
+    start = int(first[counts == top].min())
+    return int(cum_len[start + n] - cum_len[start] + n - 1) * int(top)
 
 
-def _dup_ngram_chars(words: tuple[str, ...], n: int, cum_len: list[int]) -> int:
+def _dup_ngram_chars(grams: tuple[np.ndarray, np.ndarray], n: int, cum_len: np.ndarray) -> int:
     """Characters (words joined without spaces) in repeated n-grams, scanning left to right
-    and jumping past each repeat so overlapping repeats are not counted twice.
-    ``cum_len[i]`` is the length of the first i words joined."""
-    grams = _ngrams(words, n)
-    m = len(grams)
-    first = dict(zip(reversed(grams), range(m - 1, -1, -1)))  # n-gram -> first position
-    if len(first) == m:
+    and jumping past each repeat so overlapping repeats are not counted twice (datatrove's
+    order). Only the positions of repeats are visited in Python."""
+    ids, first = grams
+    repeats = np.flatnonzero(first[ids] != np.arange(len(ids)))
+    if len(repeats) == 0:
         return 0
-    repeats = list(compress(range(m), map(operator.ne, map(first.__getitem__, grams), range(m))))
-    seen: set[tuple[str, ...]] = set()
+    gram_list = ids.tolist()
+    seen: set[int] = set()
     total = idx = 0
-    for r in repeats:
+    for r in repeats.tolist():
         if r < idx:
             continue
-        seen.update(grams[idx:r])  # everything between repeats is a first occurrence
-        if grams[r] in seen:
-            total += cum_len[r + n] - cum_len[r]
+        seen.update(gram_list[idx:r])  # everything between repeats is a first occurrence
+        if gram_list[r] in seen:
+            total += int(cum_len[r + n] - cum_len[r])
             idx = r + n
         else:
-            seen.add(grams[r])
+            seen.add(gram_list[r])
             idx = r + 1
     return total
 
@@ -161,7 +204,8 @@ def _dup_ngram_chars(words: tuple[str, ...], n: int, cum_len: list[int]) -> int:
 class GopherRepetition(Filter):
     """Drop documents with too much repeated content: duplicate lines and paragraphs
     (by count and by characters), the most frequent 2-4-grams, and repeated 5-10-grams.
-    Fractions are of the document's characters unless they say otherwise."""
+    Fractions are of the document's characters unless they say otherwise. Words and
+    thresholds follow ``meta.lang`` as in ``gopher_quality``."""
 
     def __init__(
         self,
@@ -171,6 +215,8 @@ class GopherRepetition(Filter):
         dup_para_char_frac: float | None = 0.2,
         top_n_grams: list[tuple[int, float]] = ((2, 0.2), (3, 0.18), (4, 0.16)),
         dup_n_grams: list[tuple[int, float]] = ((5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10)),
+        language: str | None = None,
+        languages: dict | None = None,
         text_key: str = "text",
     ):
         super().__init__()
@@ -190,8 +236,12 @@ class GopherRepetition(Filter):
         if any(n < 2 for n, _ in self.top_n_grams + self.dup_n_grams):
             raise ValueError("n-gram sizes must be at least 2")
         self.text_key = text_key
+        self.language = language or "en"
+        self.router = LanguageRouter(self, locals(), language, languages)
 
     def reason(self, doc):
+        if self.router is not None:
+            return self.router.pick(doc).reason(doc)
         text = doc.get(self.text_key) or ""
         if not text:
             return "empty"
@@ -209,14 +259,16 @@ class GopherRepetition(Filter):
         if self.dup_line_char_frac and dup_chars / size > self.dup_line_char_frac:
             return f"dup_line_char_frac {fmt_number(dup_chars / size)} > {self.dup_line_char_frac}"
 
-        words = split_words(text)
+        words = split_words(text, self.language)
+        grams = NGramIds(words)
+        cum_len = np.zeros(len(words) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, words), dtype=np.int64, count=len(words)), out=cum_len[1:])
         for n, frac in self.top_n_grams:
-            value = _top_ngram_chars(words, n) / size
+            value = _top_ngram_chars(grams[n], n, cum_len) / size if n in grams else 0.0
             if value > frac:
                 return f"top_{n}_gram_char_frac {fmt_number(value)} > {frac}"
-        cum_len = [0, *accumulate(map(len, words))]
         for n, frac in self.dup_n_grams:
-            chars = _dup_ngram_chars(words, n, cum_len)
+            chars = _dup_ngram_chars(grams[n], n, cum_len) if n in grams else 0
             if chars / size > frac:
                 return f"dup_{n}_gram_char_frac {fmt_number(chars / size)} > {frac}"
             if chars == 0:

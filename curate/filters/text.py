@@ -1,23 +1,29 @@
 """Word and sentence splitting shared by the heuristic filters, without spaCy.
 
-datatrove splits English text with spaCy's rule-based tokenizer (``spacy.blank("en")``)
-and counts sentences with spaCy's ``sentencizer``. Tokenizing is most of those filters'
-cost, so this module re-implements the same algorithm -- split on whitespace, peel
-prefixes and suffixes, keep special cases and URLs whole, split the rest at infixes --
-with a compact English rule set of its own, and caches the tokens of each whitespace
-chunk (word frequencies are Zipfian, so almost every chunk is a cache hit):
+datatrove splits text with spaCy's rule-based tokenizer (``spacy.blank(lang)``) for most
+languages and counts sentences with spaCy's ``sentencizer``. Tokenizing is most of those
+filters' cost, so this module re-implements the same algorithm -- split on whitespace,
+peel prefixes and suffixes, keep special cases and URLs whole, split the rest at infixes
+-- with compact rule sets of its own, and caches the tokens of each whitespace chunk
+(word frequencies are Zipfian, so almost every chunk is a cache hit):
 
 * punctuation comes off word edges one mark at a time (``"end."`` -> ``end`` ``.``);
   runs of dots (``...``) stay one token;
-* contractions split like spaCy: ``don't`` -> ``do`` ``n't``, ``John's`` -> ``John`` ``'s``;
-* hyphens between letters split (``well-known`` -> ``well`` ``-`` ``known``);
+* English contractions split like spaCy: ``don't`` -> ``do`` ``n't``, ``John's`` ->
+  ``John`` ``'s``, but elided forms stay whole: ``banish'd``, ``on't``, ``'em``;
+* hyphens between letters split (``well-known`` -> ``well`` ``-`` ``known``) in the
+  languages whose spaCy rules do so;
 * numbers keep their inner ``. , : /`` (``3.5``, ``1,000``, ``10:30``, ``1/2``);
-* abbreviations (``U.S.``, ``e.g.``, ``Mr.``, initials like ``J.``) and URLs stay whole.
+* abbreviations (``U.S.``, ``e.g.``, ``Mr.``, initials like ``J.``) and URLs stay whole;
+* per language (``word_rules``): elisions in fr/it/ca (``l'homme`` -> ``l'`` ``homme``),
+  clitics in ro/ca, Indonesian reduplications, units kept on numbers in es/ca/nl/ro/el.
 
-Known differences from spaCy: a shorter list of abbreviations and emoticons, runs of
-quote marks (wiki bold markup), and URLs without a scheme that spaCy's URL pattern
-accepts but ours does not. On the real documents of ../shared the two agree on about
-99.9% of tokens; ``benchmarks/filter_agreement.py`` measures this.
+Languages written without spaces go to the segmenters in ``segmenters.py``.
+
+Known differences from spaCy: shorter lists of abbreviations and emoticons and of each
+language's exceptions, runs of quote marks (wiki bold markup), and URLs without a scheme
+that spaCy's URL pattern accepts but ours does not. ``benchmarks/filter_agreement.py``
+measures the agreement, per language with ``--multilingual``.
 """
 from __future__ import annotations
 
@@ -26,6 +32,8 @@ import string
 import unicodedata
 from functools import lru_cache
 from itertools import chain
+
+from curate.filters.segmenters import SEGMENTED, segment
 
 # Characters of Unicode's Sentence_Terminal property (UCD PropList.txt): the marks that
 # end a sentence in any script. Used for "line ends in terminal punctuation" and
@@ -71,8 +79,11 @@ _UNITS = (
 ).split()
 # Pictographs and other symbols (Unicode "So"): split off on every side, like punctuation.
 _ICONS = "\u00a6\u00a9\u00ae\u00b0\u2100-\u214f\u2190-\u21ff\u2300-\u23ff\u2500-\u27bf\u2b00-\u2bff\U0001f000-\U0001faff"
-_LOWER = "a-z\u00df-\u00f6\u00f8-\u00ff"
-_UPPER = "A-Z\u00c0-\u00d6\u00d8-\u00de"
+# Like spaCy's ALPHA_LOWER / ALPHA_UPPER: Latin, Cyrillic and Greek by case; letters of
+# scripts without case (Arabic, Hebrew, Devanagari, Thai, CJK ...) count as lower case.
+_UNCASED = "\u0590-\u05ff\u0600-\u06ff\u0750-\u077f\u0900-\u0dff\u0e00-\u0e7f\u3040-\u30ff\u4e00-\u9fff\uac00-\ud7af"
+_LOWER = "a-z\u00df-\u00f6\u00f8-\u00ff\u0101-\u017f\u0430-\u045f\u0491\u03ac-\u03ce" + _UNCASED
+_UPPER = "A-Z\u00c0-\u00d6\u00d8-\u00de\u0100-\u017e\u0400-\u042f\u0490\u0386-\u03ab"
 _ALPHA = r"[^\W\d_]"
 
 
@@ -83,10 +94,8 @@ def _cls(chars: str) -> str:
 _PREFIX = re.compile(
     r"(?:US\$|C\$|A\$|\.\.+|…+|''|\+(?![0-9])|" + _cls("§%=—–" + _PUNCT + _QUOTES + _CURRENCY) + f"|[{_ICONS}])"
 )
-_SUFFIX = re.compile(
-    "(?:"
-    + "|".join(
-        [
+_UNIT_SUFFIX = r"(?<=[0-9])(?:" + "|".join(re.escape(u) for u in sorted(_UNITS, key=len, reverse=True)) + ")"
+_SUFFIX_PARTS = [
             r"\.\.+|…+|''",
             "['\u2019][sS]",
             f"[{_ICONS}]",
@@ -94,32 +103,41 @@ _SUFFIX = re.compile(
             r"(?<=[0-9])\+",
             r"(?<=°[FfCcKk])\.",
             r"(?<=[0-9])" + _cls(_CURRENCY),
-            r"(?<=[0-9])(?:" + "|".join(re.escape(u) for u in sorted(_UNITS, key=len, reverse=True)) + ")",
-            r"(?<=[0-9" + _LOWER + r"%²\-+…" + re.escape(_PUNCT + _QUOTES) + r"])\.",
-            r"(?<=[" + _UPPER + "][" + _UPPER + r"])\.",
-        ]
-    )
-    + r")\Z"
-)
-_INFIX = re.compile(
-    "|".join(
-        [
-            r"\.\.+|…+",
-            f"[{_ICONS}]",
-            r"(?<=[0-9])[+\-*^](?=[0-9-])",
-            r"(?<=[" + _LOWER + "'\"])\\.(?=[" + _UPPER + "'\"])",
-            rf"(?<={_ALPHA}),(?={_ALPHA})",
-            rf"(?<=[^\W_])(?:---|--|——|-|–|—|~)(?={_ALPHA})",
-            rf"(?<=[^\W_])[:<>=/](?={_ALPHA})",
-        ]
-    )
-)
+]
+_DOT_SUFFIXES = [
+    r"(?<=[0-9" + _LOWER + r"%²\-+…" + re.escape(_PUNCT + _QUOTES) + r"])\.",
+    r"(?<=[" + _UPPER + "][" + _UPPER + r"])\.",
+]
+_LETTER_DOT_SUFFIX = r"(?<=[" + _LOWER + _UPPER + r"])\."  # Persian: only after a letter ("است)." stays whole)
+_INFIX_PARTS = [
+    r"\.\.+|…+",
+    f"[{_ICONS}]",
+    r"(?<=[0-9])[+\-*^](?=[0-9-])",
+    r"(?<=[" + _LOWER + "'\"])\\.(?=[" + _UPPER + "'\"])",
+    rf"(?<={_ALPHA}),(?={_ALPHA})",
+    rf"(?<=[^\W_])[:<>=/](?={_ALPHA})",
+]
+_HYPHEN_INFIX = rf"(?<=[^\W_])(?:---|--|——|-|–|—|~)(?={_ALPHA})"
+# French, Italian and Catalan split after an elided article or pronoun: l'homme -> l' homme.
+_ELISION_INFIX = rf"(?<={_ALPHA}['’])(?={_ALPHA})"
 _URL = re.compile(
     r"(?i:(?:https?|ftp)://|www\.)\S+"
     r"|[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
     r"|(?:[\w-]+\.)+[a-z]{2,63}(?:[/:?#]\S*)?"
 )
-_CONTRACTION = re.compile(r"(\w+)(n['’]t|['’](?:m|re|ve|ll|d))", re.IGNORECASE)
+# English contractions split only after the words spaCy's English exceptions list for each
+# ending, so elided verse forms stay whole (``banish'd``, ``show'd``, ``on't``) while
+# ``they'd`` -> ``they`` ``'d`` and ``don't`` -> ``do`` ``n't``.
+_CONTRACTION = re.compile(r"([^\W\d_]+)(n['’]t|['’](?:m|re|ve|ll|d))", re.IGNORECASE)
+_WH = "who what when where why how there that this".split()
+_CONTRACTION_STEMS = {
+    "n't": set("do does did is are was were has have had could would should might must need ai ca wo sha dare".split()),
+    "'m": {"i"},
+    "'re": {"you", "we", "they", *_WH},
+    "'ve": {"i", "you", "we", "they", "could", "would", "should", "might", "must", *_WH},
+    "'ll": {"i", "you", "he", "she", "it", "we", "they", *_WH},
+    "'d": {"i", "you", "he", "she", "it", "we", "they", *_WH},
+}
 _EMOTICONS = (
     ":) :-) :)) (: (-: ): )-: :( :-( ;) ;-) (; :* :-* :P :p :D :-D =) =( =[ =] =D [: :] 8) (8 "
     "<3 </3 :/ :-/ :| :-| ^_^ ^^ xD XD :o :O -_- :'( :') :3"
@@ -133,8 +151,14 @@ _SPECIALS: dict[str, tuple[str, ...]] = {
         "Wis e.g i.e a.m p.m Ph.D".split()
     )
 }
-_SPECIALS.update({c + ".": (c + ".",) for c in "abcdefghijklmnopqrstuvwxyzäöü"})
-_SPECIALS.update({s: (s,) for s in ("''", "C++", "and/or", *_EMOTICONS)})
+# spaCy's language-neutral exceptions: single letters with a dot, emoticons, a few symbols.
+_BASE_SPECIALS: dict[str, tuple[str, ...]] = {c + ".": (c + ".",) for c in "abcdefghijklmnopqrstuvwxyzäöü"}
+_BASE_SPECIALS.update({s: (s,) for s in ("''", "C++", *_EMOTICONS)})
+_SPECIALS.update(_BASE_SPECIALS)
+_SPECIALS["and/or"] = ("and/or",)
+# Clitics standing alone stay whole ("'em", "'ll"), as in spaCy; "y'all" splits after the y.
+_SPECIALS.update({q + c: (q + c,) for q in "'\u2019" for c in ("em", "ll", "re", "ve", "d", "m", "s", "S", "nt")})
+_SPECIALS.update({"y'all": ("y'", "all"), "Y'all": ("Y'", "all")})
 _SPECIALS.update({"cannot": ("can", "not"), "Cannot": ("Can", "not"), "gonna": ("gon", "na"), "gotta": ("got", "ta"), "wanna": ("wan", "na")})
 _SPECIALS.update({"Im": ("I", "m"), "Id": ("I", "d"), "Ive": ("I", "ve")})
 _SPECIALS.update(
@@ -143,20 +167,96 @@ _SPECIALS.update(
 _SPECIALS.update({"cant": ("ca", "nt"), "wont": ("wo", "nt")})
 
 
-def _special(chunk: str) -> tuple[str, ...] | None:
+def _english_special(chunk: str) -> tuple[str, ...] | None:
     hit = _SPECIALS.get(chunk)
     if hit is None:
         m = _CONTRACTION.fullmatch(chunk)
         if m:
-            hit = (m.group(1), m.group(2))
+            stem, ending = m.group(1), m.group(2)
+            if (stem.islower() or stem.istitle()) and stem.lower() in _CONTRACTION_STEMS[ending.lower().replace("\u2019", "'")]:
+                hit = (stem, ending)
     return hit
 
 
-def _split_infixes(piece: str) -> list[str]:
+def _base_special(chunk: str) -> tuple[str, ...] | None:
+    return _BASE_SPECIALS.get(chunk)
+
+
+# Romanian and Catalan write clitics joined by hyphens (ro "s-a", "într-un", "sack-uri";
+# ca "Assegureu-vos") or apostrophes (ca "veure'l", "se'n"); spaCy makes each a token,
+# the hyphen staying with a clitic before the word and starting one after it.
+_CLITIC_CHUNK = re.compile(rf"{_ALPHA}+(?:-{_ALPHA}+)+|{_ALPHA}+['’](?:l|n|s|m|t|ls|ns)")
+_RO_PROCLITICS = set("s i l le de într dintr printr prin și a p n m ne te v ce c mi ți îi ni vi li nu să".split())
+_RO_ENCLITICS = set("uri urile urilor ul ului ului o se a i l le mi ți și ne vă lor".split())
+_CA_ENCLITICS = set("lo la los les li ho hi ne se vos nos me te m t n s l ns ls en".split())
+_CA_CONTRACTIONS = {w: (w[0], w[1:]) for w in ("del", "dels", "pel", "pels", "Del", "Dels", "Pel", "Pels", "al", "als")}
+
+
+def _clitics(chunk: str, proclitics: set[str], enclitics: set[str]) -> tuple[str, ...] | None:
+    if not _CLITIC_CHUNK.fullmatch(chunk):
+        return None
+    if "-" not in chunk:
+        cut = max(chunk.rfind("'"), chunk.rfind("’"))
+        return chunk[:cut], chunk[cut:]
+    parts = chunk.split("-")
+    out = [parts[0]]
+    for part in parts[1:]:
+        if out[-1].lower() in proclitics:
+            out[-1] += "-"
+            out.append(part)
+        elif part.lower() in enclitics:
+            out.append("-" + part)
+        else:
+            out[-1] += "-" + part  # an ordinary compound stays whole
+    return tuple(out) if len(out) > 1 else None
+
+
+# Indonesian reduplications stay whole in spaCy's id exceptions (masing-masing, anak-anak,
+# bertahun-tahun, terus-menerus); other hyphenated words split. Here: both halves share a
+# stretch of at least three letters (or are the same short word).
+_HYPHEN_PAIR = re.compile(r"([a-zA-Z]+)-([a-z]+)")
+
+
+def _id_special(chunk: str) -> tuple[str, ...] | None:
+    hit = _BASE_SPECIALS.get(chunk)
+    m = _HYPHEN_PAIR.fullmatch(chunk) if hit is None else None
+    if m:
+        a, b = m.group(1).lower(), m.group(2)
+        if a == b or any(b[i:i + 3] in a for i in range(len(b) - 2)):
+            hit = (chunk,)
+    return hit
+
+
+def _ro_special(chunk: str) -> tuple[str, ...] | None:
+    return _BASE_SPECIALS.get(chunk) or _clitics(chunk, _RO_PROCLITICS, _RO_ENCLITICS)
+
+
+def _ca_special(chunk: str) -> tuple[str, ...] | None:
+    return _BASE_SPECIALS.get(chunk) or _CA_CONTRACTIONS.get(chunk) or _clitics(chunk, set(), _CA_ENCLITICS)
+
+
+class WordRules:
+    """One language's spaCy-style rules: its special cases (a function chunk -> tokens
+    or None) and its infixes (whether hyphens between letters split, and elisions)."""
+
+    def __init__(self, special, split_hyphens: bool = True, elision: bool = False, units: bool = True,
+                 more_infixes: tuple[str, ...] = (), more_prefixes: str = "", dot_after_punct: bool = True):
+        self.special = special
+        suffixes = _SUFFIX_PARTS + (_DOT_SUFFIXES if dot_after_punct else [_LETTER_DOT_SUFFIX])
+        suffixes += [_UNIT_SUFFIX] if units else []
+        self.prefix = re.compile(f"{_cls(more_prefixes)}|{_PREFIX.pattern}") if more_prefixes else _PREFIX
+        self.suffix = re.compile("(?:" + "|".join(suffixes) + r")\Z")
+        parts = _INFIX_PARTS + ([_HYPHEN_INFIX] if split_hyphens else []) + ([_ELISION_INFIX] if elision else [])
+        parts += list(more_infixes)
+        self.infix = re.compile("|".join(parts))
+        self.chunks = _ChunkTokens(self)
+
+
+def _split_infixes(piece: str, infix: re.Pattern) -> list[str]:
     if _URL.fullmatch(piece):
         return [piece]
     out, start = [], 0
-    for m in _INFIX.finditer(piece):
+    for m in infix.finditer(piece):
         if m.start() > start:
             out.append(piece[start : m.start()])
         if m.end() > m.start():
@@ -167,20 +267,21 @@ def _split_infixes(piece: str) -> list[str]:
     return out
 
 
-def _tokenize_chunk(chunk: str) -> tuple[str, ...]:
+def _tokenize_chunk(chunk: str, rules: WordRules) -> tuple[str, ...]:
     """Tokens of one whitespace-free chunk: prefixes, middle, suffixes."""
+    _special = rules.special
     prefixes: list[str] = []
     suffixes: list[str] = []
     while chunk:
         if _special(chunk) is not None:
             break
         size = len(chunk)
-        m = _PREFIX.match(chunk)
+        m = rules.prefix.match(chunk)
         if m and m.end() < size and _special(chunk[m.end():]) is not None:
             prefixes.append(m.group())
             chunk = chunk[m.end():]
             break
-        s = _SUFFIX.search(chunk, m.end() if m else 0)
+        s = rules.suffix.search(chunk, m.end() if m else 0)
         if s and s.start() > 0 and _special(chunk[: s.start()]) is not None:
             suffixes.append(s.group())
             chunk = chunk[: s.start()]
@@ -199,7 +300,7 @@ def _tokenize_chunk(chunk: str) -> tuple[str, ...]:
             break
     middle: list[str] | tuple[str, ...] = []
     if chunk:
-        middle = _special(chunk) or _split_infixes(chunk)
+        middle = _special(chunk) or _split_infixes(chunk, rules.infix)
     return (*prefixes, *middle, *reversed(suffixes))
 
 
@@ -207,22 +308,48 @@ class _ChunkTokens(dict):
     """chunk -> its tokens, computed on first sight (word frequencies are Zipfian, so
     nearly every lookup is a hit and runs at C speed through ``map``)."""
 
+    def __init__(self, rules: WordRules):
+        super().__init__()
+        self.rules = rules
+
     def __missing__(self, chunk: str) -> tuple[str, ...]:
         if len(self) >= 200_000:
             self.clear()
-        toks = self[chunk] = _tokenize_chunk(chunk)
+        if chunk.isalpha():  # letters only: no prefix, suffix or infix can apply
+            toks = self[chunk] = self.rules.special(chunk) or (chunk,)
+        else:
+            toks = self[chunk] = _tokenize_chunk(chunk, self.rules)
         return toks
 
 
-_CHUNKS = _ChunkTokens()
+# Which languages split hyphenated words and units off numbers (5km, 40%) follows
+# spaCy's blank(lang) tokenizers.
+ENGLISH = WordRules(_english_special)
+_GENERIC = WordRules(_base_special)
+_RULES = {"en": ENGLISH, **{lang: WordRules(_base_special, elision=True) for lang in ("fr", "it")},
+          "ca": WordRules(_ca_special, split_hyphens=False, elision=True, units=False),
+          "ro": WordRules(_ro_special, split_hyphens=False, units=False),
+          **{lang: WordRules(_base_special, split_hyphens=False) for lang in ("de", "pt", "sv")},
+          "fa": WordRules(_base_special, dot_after_punct=False),
+          "id": WordRules(_id_special, more_infixes=(r"(?<=[a-zA-Z])-(?=[0-9])",), more_prefixes="/"),
+          **{lang: WordRules(_base_special, split_hyphens=False, units=False) for lang in ("es", "nl", "el")}}
 
 
-@lru_cache(maxsize=8)
-def split_words(text: str) -> tuple[str, ...]:
-    """Words and punctuation tokens of ``text``, in order, whitespace dropped.
-    Approximates datatrove's ``split_into_words`` for English (spaCy's rules). The last
-    few results are cached, as filters in a chain split the same text."""
-    return tuple(chain.from_iterable(map(_CHUNKS.__getitem__, text.split())))
+def word_rules(lang: str) -> WordRules:
+    """The rule set for ``lang`` (ISO 639-1); spaCy's language-neutral rules for others."""
+    return _RULES.get(lang, _GENERIC)
+
+
+@lru_cache(maxsize=1024)  # a batch: every rule step of a chain reuses the split
+def split_words(text: str, lang: str = "en") -> tuple[str, ...]:
+    """Words and punctuation tokens of ``text``, in order, whitespace dropped, split the
+    way datatrove's ``split_into_words(text, lang)`` does: spaCy's rules re-implemented
+    here for languages written with spaces, the same segmenter as datatrove for zh, ja,
+    ko, th and vi (``curate[multilingual]``), IndicNLP's rule for hi. The last few
+    results are cached, as filters in a chain split the same text."""
+    if lang in SEGMENTED:
+        return segment(text, lang)
+    return tuple(chain.from_iterable(map(word_rules(lang).chunks.__getitem__, text.split())))
 
 
 def is_symbol_word(word: str) -> bool:
@@ -249,12 +376,17 @@ def _is_punct_token(token: str) -> bool:
     return all(unicodedata.category(c).startswith("P") for c in token)
 
 
-def count_sentences(text: str, stop_at: int | None = None) -> int:
+def count_sentences(text: str, stop_at: int | None = None, lang: str = "en") -> int:
     """Number of sentences in ``text`` by the sentencizer rule: a sentence ends at a
-    terminal-mark token and the next sentence starts at the next token that is not
-    punctuation. Stops counting at ``stop_at`` when given (the caller only needs to know
-    whether a minimum is reached). Empty text has 0 sentences."""
-    tokens = split_words(text)
+    terminal-mark token (any script's: ``.`` ``。`` ``।`` ``؟`` ...) and the next sentence
+    starts at the next token that is not punctuation. Words are split for ``lang``; Thai
+    has no sentence mark, so a Thai sentence is a space-separated run of text. Stops
+    counting at ``stop_at`` when given (the caller only needs to know whether a minimum
+    is reached). Empty text has 0 sentences."""
+    if lang == "th":
+        n = len(text.split())
+        return n if stop_at is None else min(n, stop_at)
+    tokens = split_words(text, lang)
     if not tokens:
         return 0
     n, seen_end = 1, False

@@ -62,14 +62,21 @@ class _StepFigures:
         self.seen = 0
         self.kept = 0
         self.removed: Counter[str] = Counter()
+        self.removed_by_lang: Counter[str] = Counter()  # meta.lang of removed documents, where known
         self.counters: Counter[str] = Counter()
         self.seconds = 0.0
         self.bytes_in = 0  # UTF-8 bytes of text, for the report's funnel
         self.bytes_kept = 0
 
+    def count_removed(self, removed: list) -> None:
+        self.removed.update(rule_of(r.reason) for r in removed)
+        self.removed_by_lang.update(r.doc.meta["lang"] for r in removed if r.doc.meta.get("lang"))
+
     def to_dict(self):
-        return {"in": self.seen, "kept": self.kept, "bytes_in": self.bytes_in, "bytes_kept": self.bytes_kept, "removed": sum(self.removed.values()),
-                "removed_by_rule": dict(self.removed), "counters": dict(self.counters), "seconds": round(self.seconds, 4)}
+        return {"in": self.seen, "kept": self.kept, "bytes_in": self.bytes_in, "bytes_kept": self.bytes_kept,
+                "removed": sum(self.removed.values()), "removed_by_rule": dict(self.removed),
+                "removed_by_lang": dict(self.removed_by_lang), "counters": dict(self.counters),
+                "seconds": round(self.seconds, 4)}
 
 
 def _work(out: Path) -> Path:
@@ -136,7 +143,7 @@ def run_task(task: dict) -> dict:
         f = figures.setdefault(prev_barrier, _StepFigures())
         f.seen, f.kept, f.seconds = len(docs), len(kept), time.perf_counter() - t0
         f.bytes_in, f.bytes_kept = text_bytes(docs), text_bytes(kept)
-        f.removed.update(rule_of(r.reason) for r in removed)
+        f.count_removed(removed)
         removed_all.extend(removed)
         for i in range(0, len(kept), cfg.batch_size):
             yield kept[i : i + cfg.batch_size]
@@ -155,7 +162,7 @@ def run_task(task: dict) -> dict:
                 figures[i].bytes_in += n_bytes
                 n_bytes = text_bytes(docs)
                 figures[i].bytes_kept += n_bytes
-                figures[i].removed.update(rule_of(r.reason) for r in removed)
+                figures[i].count_removed(removed)
                 removed_all.extend(removed)
             if arrow:
                 writer.write_table(docs)
@@ -335,8 +342,8 @@ def _reduce(out: Path, step, index: int, n_shards: int, quiet: bool, ex: Executo
 
 
 def _aggregate(cfg, steps, shards, results, reduce_stats, seconds) -> dict:
-    per_step = {i: {"step": s.name, "in": 0, "kept": 0, "removed": 0, "removed_by_rule": Counter(), "counters": Counter(), "seconds": 0.0,
-                    "bytes_in": 0, "bytes_kept": 0}
+    per_step = {i: {"step": s.name, "in": 0, "kept": 0, "removed": 0, "removed_by_rule": Counter(),
+                    "removed_by_lang": Counter(), "counters": Counter(), "seconds": 0.0, "bytes_in": 0, "bytes_kept": 0}
                 for i, s in enumerate(steps)}
     read = rejected = written = 0
     final_stage = len(segments(steps)) - 1
@@ -351,6 +358,7 @@ def _aggregate(cfg, steps, shards, results, reduce_stats, seconds) -> dict:
             for k in ("in", "kept", "removed", "seconds", "bytes_in", "bytes_kept"):
                 agg[k] += f.get(k, 0)
             agg["removed_by_rule"].update(f["removed_by_rule"])
+            agg["removed_by_lang"].update(f.get("removed_by_lang", {}))
             agg["counters"].update(f["counters"])
     for i, figures in reduce_stats.items():
         per_step[i]["global"] = figures
@@ -358,6 +366,7 @@ def _aggregate(cfg, steps, shards, results, reduce_stats, seconds) -> dict:
     removed = sum(s["removed"] for s in per_step.values())
     for s in per_step.values():
         s["removed_by_rule"], s["counters"], s["seconds"] = dict(s["removed_by_rule"]), dict(s["counters"]), round(s["seconds"], 3)
+        s["removed_by_lang"] = dict(s["removed_by_lang"])
     return {
         "read": read, "written": written, "removed": removed, "rejected": rejected,
         "balanced": read == written + removed + rejected,
