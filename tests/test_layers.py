@@ -30,6 +30,11 @@ LAZY_OK = {
     "sentencepiece": "tokenizer backend, only for tokenizer.model files",
     "tokenizers": "tokenizer backend, only for tokenizer.json files",
     "safetensors": "only where weights are read or written",
+    "jieba": "optional (curate[multilingual]): zh words",
+    "sudachipy": "optional (curate[multilingual]): ja words",
+    "kiwipiepy": "optional (curate[multilingual]): ko words",
+    "pythainlp": "optional (curate[multilingual]): th words",
+    "pyvi": "optional (curate[multilingual]): vi words",
 }
 
 
