@@ -22,6 +22,7 @@ CLI_MODULES = [
     "train.reward_cli",
     "train.ablate_cli",
     "annotations.cli",
+    "experiments.scoring.cli",
 ]
 
 

@@ -109,7 +109,7 @@ def _import_builtin_steps() -> None:
     # Importing the packages runs their @register decorators.
     import importlib
 
-    for mod in ("curate.dedup", "curate.filters", "curate.scoring", "annotations.steps"):
+    for mod in ("curate.dedup", "curate.filters", "curate.scoring", "annotations.steps", "experiments.scoring"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as e:
