@@ -56,22 +56,31 @@ def padded_batches(rows: list[list[int]], pad_id: int, batch_size: int):
 
 
 @torch.no_grad()
-def token_nll(model, rows: list[list[int]], pad_id: int = 0, batch_size: int = 16) -> list[np.ndarray]:
-    """Per-position negative log-likelihood (nats, float64) of each row of token ids under
-    ``model``: entry t is -log p(row[t+1] | row[:t+1]), so a row of n ids gives n-1 values
-    (none for rows shorter than 2). Batched by :func:`padded_batches` on the model's device;
-    logits are taken in float32."""
+def token_nll(model, rows: list[list[int]], pad_id: int = 0, batch_size: int = 16,
+              starts: list[int] | None = None) -> list[np.ndarray]:
+    """Negative log-likelihood (nats, float64) of tokens ``row[k]`` for ``k >= starts[i]``
+    (default 1, i.e. every token after the first) of each row of ids under ``model``, each
+    given the tokens before it: an array of ``len(row) - start`` values per row. Batched by
+    :func:`padded_batches` on the model's device; the output projection and the softmax (in
+    float32) run only at the positions asked for, not on prompts or padding."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
+    starts = [1] * len(rows) if starts is None else [max(1, s) for s in starts]
     out: list[np.ndarray] = [np.zeros(0)] * len(rows)
-    scored = [i for i in range(len(rows)) if len(rows[i]) >= 2]
+    scored = [i for i in range(len(rows)) if len(rows[i]) > starts[i]]
     for batch, tokens in padded_batches([rows[i] for i in scored], pad_id, batch_size):
         tokens = tokens.to(device)
-        logits = model(tokens[:, :-1]).float()
-        nll = F.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], reduction="none").double().cpu().numpy()
-        for r, k in enumerate(batch):
-            out[scored[k]] = nll[r, :len(rows[scored[k]]) - 1]
+        hidden = model(tokens[:, :-1], return_hidden=True)
+        pos = torch.arange(tokens.shape[1] - 1, device=device)[None, :]
+        lo = torch.tensor([starts[scored[k]] - 1 for k in batch], device=device)[:, None]
+        hi = torch.tensor([len(rows[scored[k]]) - 1 for k in batch], device=device)[:, None]
+        want = (pos >= lo) & (pos < hi)
+        logits = model.output(hidden[want]).float()
+        nll = F.cross_entropy(logits, tokens[:, 1:][want], reduction="none").double().cpu().numpy()
+        sizes = want.sum(1).tolist()
+        for k, part in zip(batch, np.split(nll, np.cumsum(sizes)[:-1])):
+            out[scored[k]] = part
     model.train(was_training)
     return out
 
@@ -117,15 +126,19 @@ def ifd_scores(model, tokenizer, examples, template: str = "llama2", batch_size:
             continue
         prepared.append((len(rows), spans))
         rows += [ids] + alone
-    nll = token_nll(model, rows, tokenizer.pad_id, batch_size)
+    starts = []
+    for item in prepared:
+        if item is not None:
+            starts += [item[1][0][0]] + [1] * len(item[1])
+    nll = token_nll(model, rows, tokenizer.pad_id, batch_size, starts)
     out: list[IFD | None] = []
     for item in prepared:
         if item is None:
             out.append(None)
             continue
         first, spans = item
-        # nll[row][t] predicts token t+1, so tokens a..b-1 are predicted at positions a-1..b-2
-        given = [nll[first][a - 1:b - 1] for a, b in spans]
+        # the conversation's row is scored from its first answer token on (index spans[0][0])
+        given = [nll[first][a - spans[0][0]:b - spans[0][0]] for a, b in spans]
         alone = [nll[first + 1 + k] for k in range(len(spans))]
         turns = [{"loss_given_prompt": float(g.mean()), "loss_alone": float(s.mean()),
                   "ifd": _ratio(g.sum(), s.sum()), "tokens": len(g)} for g, s in zip(given, alone)]
