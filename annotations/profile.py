@@ -140,6 +140,26 @@ def reward_model_scorer(path: str | Path) -> Scorer:
     return lambda prompts, answers: score(model, tokenizer, prompts, answers)
 
 
+def ifd_model_scorer(path: str | Path, tokenizer: str | Path | None = None, template: str = "llama2",
+                     batch_size: int = 16, max_len: int = 1024) -> Scorer:
+    """A :data:`Scorer` giving the instruction-following difficulty (:mod:`train.ifd`) of each
+    taught answer given its prompt (earlier turns included) under a Llama: our checkpoint or a
+    Hugging Face folder, with its own tokenizer or ``tokenizer``. NaN where it cannot score."""
+    from train.ifd import ifd_scores
+    from train.run import load_model
+    from train.tokenizer import Tokenizer
+
+    model = load_model(path).eval()
+    tok = Tokenizer.from_file(tokenizer or path)
+
+    def score(prompts, answers):
+        convs = [{"messages": list(p) + [{"role": "assistant", "content": a}]} for p, a in zip(prompts, answers)]
+        return [s.turns[-1]["ifd"] if s else float("nan")
+                for s in ifd_scores(model, tok, convs, template, batch_size, max_len)]
+
+    return score
+
+
 def quality_model_scorer(path: str | Path) -> Scorer:
     """A :data:`Scorer` from a fastText quality classifier (``curate classifier train``):
     P(high quality) of each answer's text, 0 to 1; the prompt is not used."""

@@ -20,6 +20,11 @@ import numpy as np  # noqa: E402
 
 from annotations.profile import LENGTH_EDGES  # noqa: E402
 
+SCORE_NOTES = {
+    "ifd": "Instruction-following difficulty: the answer's loss given its prompt divided by its loss alone. "
+           "Low: the prompt makes the answer easy; 1 or more (dashed line): the prompt does not help, "
+           "the mark of an answer that does not fit its prompt.",
+}
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 24px; color: #222; max-width: 1150px; }
 table { border-collapse: collapse; margin: 8px 0 16px; font-size: 13px; }
@@ -152,19 +157,22 @@ def _overlap(profile: dict) -> str:
 def _scores(profile: dict) -> str:
     head = "<h2>Score distributions</h2>"
     if not profile.get("scores"):
-        return head + '<p class="note">No scorer given (curate vendors profile --reward-model DIR adds reward-model scores, --quality-model FILE quality-classifier scores).</p>'
+        return head + '<p class="note">No scorer given (curate vendors profile --reward-model DIR adds reward-model scores, --quality-model FILE quality-classifier scores, --ifd-model DIR instruction-following difficulty).</p>'
     parts = [head]
     for name, s in profile["scores"].items():
         fig, ax = plt.subplots(figsize=(6, 3))
         for vendor, v in s["vendors"].items():
             if v.get("histogram") and sum(v["histogram"]):
                 ax.stairs(np.asarray(v["histogram"]) / sum(v["histogram"]), s["edges"], label=vendor)
+        if name == "ifd":  # at and above 1 the prompt does not help: answers that do not fit it
+            ax.axvline(1.0, color="#a00", linestyle="--", linewidth=1)
         ax.set_xlabel(name)
         ax.set_ylabel("share of vendor")
         ax.legend(fontsize=8)
         rows = [[vendor, v["n"], v["unscored"], v.get("mean"), v.get("p10"), v.get("p50"), v.get("p90"),
                  s["preference_agreement"].get(vendor)] for vendor, v in s["vendors"].items()]
-        parts += [f"<h3>{escape(name)}</h3>", _png(fig),
+        parts += [f"<h3>{escape(name)}</h3>", f'<p class="note">{SCORE_NOTES[name]}</p>' if name in SCORE_NOTES else "",
+                  _png(fig),
                   _table(["vendor", "scored", "unscored", "mean", "p10", "p50", "p90", "chosen > rejected"], rows)]
     return "".join(parts)
 

@@ -56,7 +56,7 @@ def transformers_loop(hf, rows) -> list[float]:
 
 
 def bench(config: str, examples: list, tok: Tokenizer, batch_size: int, device: str, dtype: str,
-          max_len: int, peer: bool) -> None:
+          max_len: int, peer: bool, repeats: int = 2) -> None:
     import transformers
 
     cfg = CONFIGS[config] if config in CONFIGS else get_config(config)
@@ -66,24 +66,27 @@ def bench(config: str, examples: list, tok: Tokenizer, batch_size: int, device: 
     rows = [ifd_rows(ex, tok, max_len=max_len) for ex in examples]
     n_tok = sum(len(r[0]) + sum(len(s) for s in r[2]) for r in rows)
     ifd_scores(ours, tok, examples[:batch_size], batch_size=batch_size, max_len=max_len)  # warm-up
-    sync(device)
-    start = time.perf_counter()
-    got = ifd_scores(ours, tok, examples, batch_size=batch_size, max_len=max_len)
-    sync(device)
-    t_ours = time.perf_counter() - start
-    line = (f"  {config:>5} ({cfg.num_params() / 1e6:6.1f}M, {dtype}, {device}): ours {len(examples) / t_ours:8.2f} ex/s "
-            f"({n_tok / t_ours:9.0f} tok/s, batch {batch_size})")
+    hf = None
     if peer:
         with tempfile.TemporaryDirectory() as d:
             ours.float().cpu().save_hf(d)
             hf = transformers.LlamaForCausalLM.from_pretrained(d, torch_dtype=getattr(torch, dtype)).eval().to(device)
         ours.to(device=device, dtype=getattr(torch, dtype))
         transformers_loop(hf, rows[:2])  # warm-up
-        sync(device)
+    t_ours = t_hf = float("inf")
+    for _ in range(repeats):  # alternate, keep the best of each: load from other jobs hits both sides
         start = time.perf_counter()
-        ref = transformers_loop(hf, rows)
+        got = ifd_scores(ours, tok, examples, batch_size=batch_size, max_len=max_len)
         sync(device)
-        t_hf = time.perf_counter() - start
+        t_ours = min(t_ours, time.perf_counter() - start)
+        if hf is not None:
+            start = time.perf_counter()
+            ref = transformers_loop(hf, rows)
+            sync(device)
+            t_hf = min(t_hf, time.perf_counter() - start)
+    line = (f"  {config:>5} ({cfg.num_params() / 1e6:6.1f}M, {dtype}, {device}): ours {len(examples) / t_ours:8.2f} ex/s "
+            f"({n_tok / t_ours:9.0f} tok/s, batch {batch_size})")
+    if hf is not None:
         diff = max(abs(g.ifd - r) for g, r in zip(got, ref))
         line += f"   transformers loop {len(examples) / t_hf:8.2f} ex/s   ratio {t_hf / t_ours:5.2f}x   max |IFD diff| {diff:.1e}"
     print(line, flush=True)
@@ -101,6 +104,7 @@ def main():
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-peer", action="store_true", help="skip the transformers loop")
+    ap.add_argument("--repeats", type=int, default=2, help="timed runs of each side, alternating; the best counts")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     tok = Tokenizer.from_file(args.tokenizer)
@@ -110,7 +114,8 @@ def main():
     print(f"IFD on {len(examples)} Alpaca examples (llama2 template, up to {args.max_len} tokens), "
           f"tokenizer vocab {tok.vocab_size}")
     for config in args.configs:
-        bench(config, examples, tok, args.batch_size, args.device, args.dtype, args.max_len, not args.no_peer)
+        bench(config, examples, tok, args.batch_size, args.device, args.dtype, args.max_len, not args.no_peer,
+              args.repeats)
 
 
 if __name__ == "__main__":

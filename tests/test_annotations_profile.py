@@ -257,3 +257,34 @@ def test_quality_classifier_scores_per_vendor(shared, vendor_config, tmp_path):
         got = scores["vendors"][data.vendor.name]
         assert got["n"] == len(expected) and got["mean"] == round(float(expected.mean()), 4)
         assert 0.0 <= got["p10"] <= got["p90"] <= 1.0
+
+
+def test_ifd_scores_per_vendor(shared, vendor_config, tmp_path):
+    """`--ifd-model`: each vendor's IFD distribution, equal to scoring its taught answers directly
+    with train.ifd; the report shows the plot with its note."""
+    import numpy as np
+    import torch
+
+    from train.ifd import ifd_scores
+    from train.model import Llama, get_config
+    from train.tokenizer import Tokenizer
+
+    tok_path = shared / "models" / "sentencepiece-32k-llama-style.model"
+    torch.manual_seed(0)
+    Llama(get_config({"dim": 32, "n_layers": 1, "n_heads": 2, "vocab_size": 32000, "multiple_of": 16,
+                      "max_seq_len": 1024})).save(tmp_path / "m")
+    res = CliRunner().invoke(cli, ["vendors", "profile", str(vendor_config), "--out", str(tmp_path / "out"),
+                                   "--ifd-model", str(tmp_path / "m"), "--tokenizer", str(tok_path)])
+    assert res.exit_code == 0, res.output
+    scores = json.loads((tmp_path / "out/vendors.json").read_text())["scores"]["ifd"]
+    model, tok = Llama.load(tmp_path / "m"), Tokenizer.from_file(tok_path)
+    alpha = read_vendor(load_config(vendor_config)[0])
+    convs = [{"messages": r.prompt_messages() + [{"role": "assistant", "content": r.answers()[-1]}]} for r in alpha.records]
+    expected = np.array([s.turns[-1]["ifd"] for s in ifd_scores(model, tok, convs)])
+    got = scores["vendors"]["alpha"]
+    assert got["n"] == len(expected) == 101 and got["mean"] == round(float(expected.mean()), 4)
+    assert got["p50"] == round(float(np.median(expected)), 4)
+    assert "Instruction-following difficulty" in (tmp_path / "out/vendors.html").read_text()
+    bad = CliRunner().invoke(cli, ["vendors", "profile", str(vendor_config), "--out", str(tmp_path / "o2"),
+                                   "--ifd-model", str(tmp_path)])
+    assert bad.exit_code != 0 and "not a model folder" in bad.output

@@ -41,18 +41,29 @@ class IFD:
     turns: list[dict] = field(default_factory=list)
 
 
-def padded_batches(rows: list[list[int]], pad_id: int, batch_size: int):
-    """Yield ``(indices, tokens)``: the rows sorted by length, ``batch_size`` at a time, as a
-    right-padded LongTensor ``[B, T]`` (T = the longest row of the batch). Right padding never
-    changes earlier positions of a causal model, and sorting keeps the padding small."""
+def padded_batches(rows: list[list[int]], pad_id: int, batch_size: int, max_padding: float = 0.1):
+    """Yield ``(indices, tokens)``: the rows sorted by length, at most ``batch_size`` at a time, as
+    a right-padded LongTensor ``[B, T]`` (T = the longest row of the batch). A batch also ends
+    before padding would exceed ``max_padding`` (default 10%) of its tokens: padding is wasted
+    compute, which batching repays on a GPU but not on a CPU. Right padding never changes
+    earlier positions of a causal model."""
     pad = pad_id if pad_id is not None and pad_id >= 0 else 0  # SentencePiece Llama has pad -1
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
-    for start in range(0, len(order), batch_size):
-        batch = order[start:start + batch_size]
+    start = 0
+    while start < len(order):
+        end, real = start + 1, len(rows[order[start]])
+        while end < len(order) and end - start < batch_size:
+            longest = len(rows[order[end]])
+            if (end - start + 1) * longest > (1 + max_padding) * (real + longest):
+                break
+            real += longest
+            end += 1
+        batch = order[start:end]
         tokens = torch.full((len(batch), len(rows[batch[-1]])), pad, dtype=torch.long)
         for r, i in enumerate(batch):
             tokens[r, :len(rows[i])] = torch.as_tensor(rows[i])
         yield batch, tokens
+        start = end
 
 
 @torch.no_grad()
