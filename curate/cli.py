@@ -22,7 +22,6 @@ CLI_MODULES = [
     "train.reward_cli",
     "train.ablate_cli",
     "annotations.cli",
-    "experiments.scoring.cli",
 ]
 
 
