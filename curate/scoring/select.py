@@ -75,7 +75,9 @@ def cosine(vec: np.ndarray, bank: np.ndarray) -> np.ndarray:
 
 @register("select")
 class Select(GlobalStep):
-    """Keep ``top_n`` or ``top_fraction`` (0-1, of all documents) by ``key`` or by
+    """Keep the top N by a score, skipping candidates too close to ones already chosen (Deita).
+
+    ``top_n`` or ``top_fraction`` (0-1, of all documents) by ``key`` or by
     ``sum(weight * meta[field])`` over ``weights``, skipping candidates closer than
     ``radius`` (0-1) to an already chosen one. MinHash settings: ``ngram`` (default 3),
     ``num_perm`` (128), ``seed`` (1). ``model`` (our checkpoint or a Hugging Face Llama folder),

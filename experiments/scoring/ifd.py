@@ -34,6 +34,11 @@ FLAG = "prompt_does_not_help"
 
 @register("ifd")
 class IFDScore(Step):
+    """Instruction-following difficulty of SFT conversations under a Llama (meta.ifd and its losses).
+
+    Parameters as in the module docstring; ``flag_at`` (default 1.0) sets where
+    ``prompt_does_not_help`` is flagged, ``dtype`` float32 (default) or bfloat16."""
+
     def __init__(self, model: str, tokenizer: str | None = None, template: str = "llama2", batch_size: int = 16,
                  max_tokens: int = 1024, device: str = "cpu", flag_at: float = 1.0, dtype: str = "float32"):
         super().__init__()
