@@ -144,7 +144,8 @@ def ifd_model_scorer(path: str | Path, tokenizer: str | Path | None = None, temp
                      batch_size: int = 16, max_len: int = 1024) -> Scorer:
     """A :data:`Scorer` giving the instruction-following difficulty (:mod:`train.ifd`) of each
     taught answer given its prompt (earlier turns included) under a Llama: our checkpoint or a
-    Hugging Face folder, with its own tokenizer or ``tokenizer``. NaN where it cannot score."""
+    Hugging Face folder, with its own tokenizer or ``tokenizer``; answers are cut where the
+    conversation reaches ``max_len`` tokens, NaN when the cut comes before the answer."""
     from train.ifd import ifd_scores
     from train.run import load_model
     from train.tokenizer import Tokenizer
@@ -154,8 +155,8 @@ def ifd_model_scorer(path: str | Path, tokenizer: str | Path | None = None, temp
 
     def score(prompts, answers):
         convs = [{"messages": list(p) + [{"role": "assistant", "content": a}]} for p, a in zip(prompts, answers)]
-        return [s.turns[-1]["ifd"] if s else float("nan")
-                for s in ifd_scores(model, tok, convs, template, batch_size, max_len)]
+        return [s.ifd if s else float("nan")
+                for s in ifd_scores(model, tok, convs, template, batch_size, max_len, last_turn_only=True)]
 
     return score
 

@@ -96,14 +96,15 @@ def token_nll(model, rows: list[list[int]], pad_id: int = 0, batch_size: int = 1
     return out
 
 
-def ifd_rows(example, tokenizer, template: str = "llama2", max_len: int | None = None
+def ifd_rows(example, tokenizer, template: str = "llama2", max_len: int | None = None, last_turn_only: bool = False
              ) -> tuple[list[int], list[tuple[int, int]], list[list[int]]]:
     """The token rows IFD needs for one conversation: ``(conversation, spans, alone)``.
 
     ``conversation``: the whole example under ``template`` (cut to ``max_len`` tokens);
     ``spans``: per assistant turn left after the cut, ``(start, end)`` indices of its answer
     tokens (with their EOS) in ``conversation``; ``alone``: per such turn, BOS followed by
-    the same answer tokens. Raises ValueError (one line) for a malformed example."""
+    the same answer tokens. ``last_turn_only``: only the last assistant turn (none when the cut
+    comes before it). Raises ValueError (one line) for a malformed example."""
     start_id = tokenizer.bos_id if tokenizer.bos_id is not None and tokenizer.bos_id >= 0 else tokenizer.eos_id
     ids: list[int] = []
     spans = []
@@ -114,21 +115,24 @@ def ifd_rows(example, tokenizer, template: str = "llama2", max_len: int | None =
         ids += tok
     if max_len is not None:
         ids = ids[:max_len]
+    if last_turn_only:
+        spans = spans[-1:]
     spans = [(a, min(b, len(ids))) for a, b in spans if a < len(ids) and a > 0]
     alone = [[start_id] + ids[a:b] for a, b in spans]
     return ids, spans, alone
 
 
 def ifd_scores(model, tokenizer, examples, template: str = "llama2", batch_size: int = 16,
-               max_len: int | None = 1024) -> list[IFD | None]:
+               max_len: int | None = 1024, last_turn_only: bool = False) -> list[IFD | None]:
     """IFD of each example (a ``{"messages": [...]}`` conversation or the bare list), in order;
     ``None`` for a malformed example or one with no answer token within ``max_len`` tokens
-    (default 1024). All conversations and answer-alone rows of the call are batched together
-    ``batch_size`` rows at a time, on the model's device."""
+    (default 1024). ``last_turn_only``: score only the last answer (given everything before it;
+    ``None`` when the cut comes before it). All conversations and answer-alone rows of the call are
+    batched together ``batch_size`` rows at a time, on the model's device."""
     prepared, rows = [], []
     for ex in examples:
         try:
-            ids, spans, alone = ifd_rows(ex, tokenizer, template, max_len)
+            ids, spans, alone = ifd_rows(ex, tokenizer, template, max_len, last_turn_only)
         except ValueError:
             prepared.append(None)
             continue
