@@ -52,7 +52,7 @@ def greedy_select(scores: np.ndarray, sketches: np.ndarray, n_keep: int, radius:
     how_close = np.full(len(scores), np.nan)
     valid = np.flatnonzero(~np.isnan(scores))
     picked: list[int] = []
-    bank = np.empty((max(n_keep, 1),) + sketches.shape[1:], sketches.dtype)
+    bank = np.empty((max(min(n_keep, len(valid)), 1),) + sketches.shape[1:], sketches.dtype)  # the chosen ones
     for i in valid[np.argsort(-scores[valid], kind="stable")]:
         if len(picked) >= n_keep:
             break
