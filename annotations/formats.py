@@ -26,128 +26,28 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from annotations.records import KTOExample, PreferencePair, Record, Reject, SFTConversation
+from curate.basics.chat import (BadRecord, alpaca_messages, any_messages, detect_format, field,  # noqa: F401
+                                openai_messages, prompt_response_messages, sharegpt_messages, with_system)
+from curate.basics.jsonarray import salvage_array
 
 RAW_CHARS = 300  # how much of a bad element's text a reject keeps
-
-SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                  "model": "assistant", "system": "system"}
-OPENAI_ROLES = {"user": "user", "assistant": "assistant", "system": "system"}
-
-
-class BadRecord(Exception):
-    def __init__(self, check: str, reason: str):
-        super().__init__(reason)
-        self.check = check
-
-
-def detect_format(obj: Any) -> str | None:
-    """The format of one parsed element, from its keys; None when nothing fits."""
-    if not isinstance(obj, dict):
-        return None
-    keys = obj.keys()
-    if "chosen" in keys and "rejected" in keys:
-        return "preference"
-    if "label" in keys and ({"messages", "conversations", "completion"} & keys):
-        return "kto"
-    if "conversations" in keys:
-        return "sharegpt"
-    if "messages" in keys:
-        return "openai"
-    if "instruction" in keys and "output" in keys:
-        return "alpaca"
-    if "prompt" in keys and ({"response", "completion"} & keys):
-        return "prompt_response"
-    return None
-
-
-# ---------------------------------------------------------------- field helpers
-
-def _field(obj: dict, key: str, kind: type | tuple = str, required: bool = True) -> Any:
-    if obj.get(key) is None:
-        if required:
-            raise BadRecord("missing_fields", f"no {key!r}")
-        return None
-    value = obj[key]
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise BadRecord("wrong_types", f"{key!r} is {type(value).__name__}")
-    return value
-
-
-def _content(value: Any, where: str) -> str:
-    """A message body: a string, or a list of typed text parts joined with newlines."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        parts = []
-        for part in value:
-            text = part.get("value", part.get("text")) if isinstance(part, dict) else None
-            if not isinstance(text, str) or part.get("type", "text") != "text":
-                raise BadRecord("wrong_types", f"{where}: content part {str(part)[:60]!r} is not text")
-            parts.append(text)
-        return "\n".join(parts)
-    raise BadRecord("wrong_types", f"{where}: content is {type(value).__name__}")
-
-
-def _messages(turns: Any, key: str, role_key: str, text_key: str, roles: dict[str, str]) -> list[dict]:
-    if not isinstance(turns, list):
-        raise BadRecord("wrong_types", f"{key!r} is {type(turns).__name__}, not a list")
-    out = []
-    for i, turn in enumerate(turns):
-        if not isinstance(turn, dict):
-            raise BadRecord("wrong_types", f"{key}[{i}] is {type(turn).__name__}")
-        if role_key not in turn or text_key not in turn:
-            raise BadRecord("missing_fields", f"{key}[{i}] has no {role_key!r} or {text_key!r}")
-        role = roles.get(turn[role_key]) if isinstance(turn[role_key], str) else None
-        if role is None:
-            raise BadRecord("wrong_types", f"{key}[{i}] has unknown role {str(turn[role_key])[:40]!r}")
-        out.append({"role": role, "content": _content(turn[text_key], f"{key}[{i}]")})
-    return out
-
-
-def _any_messages(obj: dict, key: str) -> list[dict]:
-    """Messages in either ShareGPT (from/value) or OpenAI (role/content) shape."""
-    turns = obj[key]
-    if isinstance(turns, list) and turns and isinstance(turns[0], dict) and "from" in turns[0]:
-        return _messages(turns, key, "from", "value", SHAREGPT_ROLES)
-    return _messages(turns, key, "role", "content", OPENAI_ROLES)
-
-
-def _with_system(obj: dict, messages: list[dict]) -> list[dict]:
-    system = _field(obj, "system", required=False)
-    return ([{"role": "system", "content": system}] if system else []) + messages
-
 
 # ---------------------------------------------------------------- one parser per format
 
 def parse_alpaca(obj: dict) -> SFTConversation:
-    instruction, output = _field(obj, "instruction"), _field(obj, "output")
-    extra = _field(obj, "input", required=False)
-    messages = []
-    for pair in _field(obj, "history", list, required=False) or []:
-        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(t, str) for t in pair)):
-            raise BadRecord("wrong_types", "'history' entries must be [prompt, answer] string pairs")
-        messages += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
-    prompt = f"{instruction}\n\n{extra}" if extra else instruction
-    messages += [{"role": "user", "content": prompt}, {"role": "assistant", "content": output}]
-    return SFTConversation(messages=_with_system(obj, messages))
+    return SFTConversation(messages=alpaca_messages(obj))
 
 
 def parse_sharegpt(obj: dict) -> SFTConversation:
-    _field(obj, "conversations", list)
-    turns = _messages(obj["conversations"], "conversations", "from", "value", SHAREGPT_ROLES)
-    return SFTConversation(messages=_with_system(obj, turns))
+    return SFTConversation(messages=sharegpt_messages(obj))
 
 
 def parse_openai(obj: dict) -> SFTConversation:
-    _field(obj, "messages", list)
-    return SFTConversation(messages=_any_messages(obj, "messages"))
+    return SFTConversation(messages=openai_messages(obj))
 
 
 def parse_prompt_response(obj: dict) -> SFTConversation:
-    answer_key = "response" if "response" in obj else "completion"
-    messages = [{"role": "user", "content": _field(obj, "prompt")},
-                {"role": "assistant", "content": _field(obj, answer_key)}]
-    return SFTConversation(messages=_with_system(obj, messages))
+    return SFTConversation(messages=prompt_response_messages(obj))
 
 
 def _answer(obj: dict, key: str) -> str:
@@ -157,9 +57,9 @@ def _answer(obj: dict, key: str) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, dict):
-        return _any_messages({key: [value]}, key)[0]["content"]
+        return any_messages({key: [value]}, key)[0]["content"]
     if isinstance(value, list) and value:
-        return _any_messages(obj, key)[-1]["content"]  # a full conversation: the answer is its last turn
+        return any_messages(obj, key)[-1]["content"]  # a full conversation: the answer is its last turn
     raise BadRecord("wrong_types", f"{key!r} is {type(value).__name__}")
 
 
@@ -167,22 +67,22 @@ def _prompt(obj: dict) -> list[dict]:
     for key in ("conversations", "messages", "prompt"):
         if obj.get(key) is not None:
             if isinstance(obj[key], str):
-                return _with_system(obj, [{"role": "user", "content": obj[key]}])
-            return _with_system(obj, _any_messages(obj, key))
+                return with_system(obj, [{"role": "user", "content": obj[key]}])
+            return with_system(obj, any_messages(obj, key))
     raise BadRecord("missing_fields", "no prompt ('prompt', 'conversations' or 'messages')")
 
 
 def parse_preference(obj: dict) -> PreferencePair:
-    margin = _field(obj, "margin", (int, float), required=False)
+    margin = field(obj, "margin", (int, float), required=False)
     return PreferencePair(prompt=_prompt(obj), chosen=_answer(obj, "chosen"), rejected=_answer(obj, "rejected"),
-                          rating=_field(obj, "rating", required=False),
+                          rating=field(obj, "rating", required=False),
                           margin=None if margin is None else float(margin))
 
 
 def parse_kto(obj: dict) -> KTOExample:
-    label = _field(obj, "label", bool)
+    label = field(obj, "label", bool)
     if "completion" in obj:
-        messages = _prompt(obj) + [{"role": "assistant", "content": _field(obj, "completion")}]
+        messages = _prompt(obj) + [{"role": "assistant", "content": field(obj, "completion")}]
     else:
         messages = _prompt(obj)
     return KTOExample(messages=messages, label=label)
@@ -232,24 +132,15 @@ def iter_elements(path: Path) -> Iterator[tuple[int, Any, str, str | None]]:
 
 
 def _salvage_array(text: str) -> Iterator[tuple[int, Any, str, str | None]]:
-    """Decode a broken JSON array element by element; everything from the first
-    undecodable element on becomes a single error."""
-    decoder = json.JSONDecoder()
-    pos, index = text.index("[") + 1, 0
-    while True:
-        while pos < len(text) and text[pos] in " \t\r\n,":
-            pos += 1
-        if pos >= len(text) or text[pos] == "]":
-            if pos >= len(text):
-                yield index, None, "", "invalid JSON: array not closed"
-            return
-        try:
-            obj, end = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as e:
-            yield index, None, text[pos:], f"invalid JSON: {e.msg} (element {index} and after)"
-            return
-        yield index, obj, "", None
-        pos, index = end, index + 1
+    """A broken JSON array element by element; everything from the first undecodable
+    element on becomes a single error."""
+    for el in salvage_array(text):
+        if el.error is None:
+            yield el.index, el.obj, "", None
+        elif el.error == "array not closed":
+            yield el.index, None, "", "invalid JSON: array not closed"
+        else:
+            yield el.index, None, text[el.start:], f"invalid JSON: {el.error} (element {el.index} and after)"
 
 
 def read_file(path: str | Path, vendor: str = "", fmt: str | None = None,
@@ -282,7 +173,7 @@ def read_file(path: str | Path, vendor: str = "", fmt: str | None = None,
             continue
         try:
             record = FORMATS[fmt](obj)
-            who = _field(obj, "annotator", (str, int), required=False)
+            who = field(obj, "annotator", (str, int), required=False)
         except BadRecord as e:
             reject(e.check, f"{fmt}: {e}")
             continue

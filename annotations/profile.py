@@ -32,8 +32,13 @@ import numpy as np
 
 from annotations import overlap
 from annotations.checks import CHECKS, Checker
-from annotations.records import render, prompt_text
+from annotations.records import prompt_text, render
 from annotations.vendors import VendorData
+from curate.scoring.models import load_fasttext
+from curate.scoring.quality import hq_probability, normalize
+from train.api import ifd_scores, load_model
+from train.reward import RewardModel, score
+from train.tokenizer import Tokenizer
 
 LENGTH_EDGES = [0] + [2**k for k in range(16)]  # log2 bins, in words or tokens
 SCORE_BINS = 20
@@ -132,9 +137,6 @@ def _score_vendors(datas: list[VendorData], scorer: Scorer) -> dict[str, Any]:
 def reward_model_scorer(path: str | Path) -> Scorer:
     """A :data:`Scorer` from a reward-model directory written by ``train.reward``
     (its weights and tokenizer); scores with the model's own template and max_len."""
-    from train.reward import RewardModel, score
-    from train.tokenizer import Tokenizer
-
     model = RewardModel.load(path).eval()
     tokenizer = Tokenizer.from_file(path)
     return lambda prompts, answers: score(model, tokenizer, prompts, answers)
@@ -146,10 +148,6 @@ def ifd_model_scorer(path: str | Path, tokenizer: str | Path | None = None, temp
     taught answer given its prompt (earlier turns included) under a Llama: our checkpoint or a
     Hugging Face folder, with its own tokenizer or ``tokenizer``; answers are cut where the
     conversation reaches ``max_len`` tokens, NaN when the cut comes before the answer."""
-    from train.ifd import ifd_scores
-    from train.run import load_model
-    from train.tokenizer import Tokenizer
-
     model = load_model(path).eval()
     tok = Tokenizer.from_file(tokenizer or path)
 
@@ -164,9 +162,6 @@ def ifd_model_scorer(path: str | Path, tokenizer: str | Path | None = None, temp
 def quality_model_scorer(path: str | Path) -> Scorer:
     """A :data:`Scorer` from a fastText quality classifier (``curate classifier train``):
     P(high quality) of each answer's text, 0 to 1; the prompt is not used."""
-    from curate.scoring.models import load_fasttext
-    from curate.scoring.quality import hq_probability, normalize
-
     model = load_fasttext(path)
     return lambda prompts, answers: hq_probability(model, [normalize(a) for a in answers])
 

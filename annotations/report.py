@@ -35,7 +35,7 @@ pre { white-space: pre-wrap; background: #f6f6f6; padding: 6px; max-height: 16em
 """
 
 
-def _png(fig) -> str:
+def png_img(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
@@ -50,7 +50,7 @@ def _fmt(value: Any) -> str:
     return escape(str(value))
 
 
-def _table(header: list[str], rows: list[list[Any]], cell_style=None) -> str:
+def html_table(header: list[str], rows: list[list[Any]], cell_style=None) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = []
     for row in rows:
@@ -62,7 +62,7 @@ def _table(header: list[str], rows: list[list[Any]], cell_style=None) -> str:
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
-def _summary(profile: dict) -> str:
+def summary_html(profile: dict) -> str:
     header = ["vendor", "read", "kept", "removed", "rejected", "kinds", "turns (mean)", "prompt words p50",
               "answer words p50", "answer tokens p50", "distinct-1 (type/token)", "distinct-2", "exact dup", "near dup",
               "languages", "price/example", "cost/kept"]
@@ -82,7 +82,7 @@ def _summary(profile: dict) -> str:
     if not profile["settings"]["tokenizer"]:
         notes.append("token lengths not measured (no tokenizer given)")
     note = "".join(f'<p class="note">{escape(n)}</p>' for n in notes)
-    return "<h2>Summary</h2>" + _table(header, rows) + note
+    return "<h2>Summary</h2>" + html_table(header, rows) + note
 
 
 def _lengths(profile: dict) -> str:
@@ -102,7 +102,7 @@ def _lengths(profile: dict) -> str:
         ax.set_title(key.replace("_", " "))
         ax.set_ylabel("share of vendor")
     axes[0][0].legend(fontsize=8)
-    return "<h2>Length distributions</h2>" + _png(fig)
+    return "<h2>Length distributions</h2>" + png_img(fig)
 
 
 def _checks(profile: dict) -> str:
@@ -123,8 +123,8 @@ def _checks(profile: dict) -> str:
     def style(k, v):
         return f' class="{escape(v)}"' if k == 1 else ' class="text"' if k == len(vendors) + 2 else ""
 
-    return ("<h2>Check failure rates</h2>" + _png(fig)
-            + _table(["check", "severity", *vendors, "what it finds"], rows, style))
+    return ("<h2>Check failure rates</h2>" + png_img(fig)
+            + html_table(["check", "severity", *vendors, "what it finds"], rows, style))
 
 
 def heatmap(matrix: np.ndarray, names: list[str], cmap: str, xlabel: str | None = None):
@@ -151,7 +151,7 @@ def _overlap(profile: dict) -> str:
     rows = [[a, *[f"{x:.1%}" for x in matrix[i]]] for i, a in enumerate(names)]
     return (f"<h2>Prompt overlap between vendors</h2><p>Share of the row vendor's records whose prompt has a "
             f"near-duplicate (MinHash Jaccard ≥ {t:g}) among the column vendor's; the diagonal is the "
-            f"within-vendor near-duplicate rate.</p>" + _png(fig) + _table(["vendor", *names], rows))
+            f"within-vendor near-duplicate rate.</p>" + png_img(fig) + html_table(["vendor", *names], rows))
 
 
 def _scores(profile: dict) -> str:
@@ -172,8 +172,8 @@ def _scores(profile: dict) -> str:
         rows = [[vendor, v["n"], v["unscored"], v.get("mean"), v.get("p10"), v.get("p50"), v.get("p90"),
                  s["preference_agreement"].get(vendor)] for vendor, v in s["vendors"].items()]
         parts += [f"<h3>{escape(name)}</h3>", f'<p class="note">{SCORE_NOTES[name]}</p>' if name in SCORE_NOTES else "",
-                  _png(fig),
-                  _table(["vendor", "scored", "unscored", "mean", "p10", "p50", "p90", "chosen > rejected"], rows)]
+                  png_img(fig),
+                  html_table(["vendor", "scored", "unscored", "mean", "p10", "p50", "p90", "chosen > rejected"], rows)]
     return "".join(parts)
 
 
@@ -195,7 +195,7 @@ def _worst(profile: dict) -> str:
 
 def render_html(profile: dict, title: str = "Vendor profile") -> str:
     """The whole report as one HTML string."""
-    sections = [("summary", _summary), ("lengths", _lengths), ("checks", _checks),
+    sections = [("summary", summary_html), ("lengths", _lengths), ("checks", _checks),
                 ("overlap", _overlap), ("scores", _scores), ("worst", _worst)]
     body = "".join(f'<section id="{sid}">{make(profile)}</section>' for sid, make in sections)
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'

@@ -11,7 +11,7 @@
             format: alpaca             # optional; detected when absent
           - acme/more.jsonl            # a bare path works too
 
-The YAML is read with ``yaml.safe_load``. Mistakes raise :class:`curate.errors.CurateError`.
+The YAML is read with ``yaml.safe_load``. Mistakes raise :class:`curate.basics.errors.CurateError`.
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from typing import Any
 
 from annotations.formats import FORMATS, detect_format, read_file
 from annotations.records import Record, Reject
-from curate.errors import CurateError
-from curate.yamlconfig import read_yaml_mapping
+from curate.basics.errors import CurateError
+from curate.basics.yamlconfig import read_yaml_mapping
 
 
 @dataclass

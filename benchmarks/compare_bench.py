@@ -60,9 +60,9 @@ def main() -> None:
     import pyarrow.parquet as pq
     import torch
 
-    from annotations import compare as C
-    from annotations.arms import Settings
     from curate.demo import pretrain_base
+    from experiments.compare import run as C
+    from experiments.compare.arms import Settings
     from train.model import Llama
     from train.sft import to_messages
     from train.tokenizer import Tokenizer
@@ -117,7 +117,7 @@ def main() -> None:
           f"floor {floor['floor']:.4f}; effect / floor = {abs(pair['diff']) / max(floor['floor'], 1e-9):.2f}")
     print(f"peer (issue 7, ~3M params, CPU): shuffled - clean = {ISSUE_SHUFFLED:+.3f}; ours / peer = "
           f"{pair['diff'] / ISSUE_SHUFFLED:.2f}")
-    from annotations.compare_report import write_report
+    from experiments.report import write_report
 
     print(f"report: {write_report(result, run / 'report', 'Clean vs shuffled answers')}")
 

@@ -300,7 +300,7 @@ SCALE_CHILD = '''
 import json, resource, sys, time
 import numpy as np
 from pathlib import Path
-from curate.pipeline.step import build_step
+from experiments.steps import build_step
 
 phase, work, n, shard_size = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 step = build_step({"step": "minhash_dedup"})

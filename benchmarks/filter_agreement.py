@@ -162,7 +162,7 @@ def run_peer(python: Path, mode: str, docs_path: Path, work: Path, filters: list
 
 def ours(name: str, docs: list[dict]) -> list[tuple[str | None, str | None]]:
     """(reason or None, cleaned text for kept c4_quality docs) for each document."""
-    from curate.pipeline.step import build_step
+    from experiments.steps import build_step
     from curate.record import Document
 
     step = build_step({"step": name})

@@ -68,7 +68,7 @@ def bench_docs(min_docs: int, seed: int) -> list[dict]:
 
 
 def run_curate(docs: list[dict]) -> tuple[float, float, list[str]]:
-    from curate.pipeline.step import build_step
+    from experiments.steps import build_step
     from curate.record import Document
 
     chain = [build_step({"step": s}) for s in ("gopher_quality", "gopher_repetition", "c4_quality", "fineweb_quality")]

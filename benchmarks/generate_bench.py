@@ -14,10 +14,11 @@ import tempfile
 import time
 
 import torch
+from _common import machine
 
 from train.generate import generate
+from train.hf import save_hf
 from train.model import Llama, get_config
-from _common import machine
 
 
 def best_time(fn, repeats: int):
@@ -42,7 +43,7 @@ def compare_generation(config: str = "small", batches=(1, 8), prompt_len: int = 
     cfg = get_config(config)
     ours = Llama(cfg).eval().to(device)
     with tempfile.TemporaryDirectory() as d:
-        ours.save_hf(d)
+        save_hf(ours, d)
         hf = transformers.LlamaForCausalLM.from_pretrained(d).eval().to(device)
     print(f"generation: {config} ({cfg.num_params() / 1e6:.1f}M params, fp32), greedy, prompt {prompt_len} "
           f"tokens, {new_tokens} new tokens, transformers {transformers.__version__}")

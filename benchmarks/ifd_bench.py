@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from _common import machine
+from train.hf import save_hf
 from train.ifd import ifd_rows, ifd_scores
 from train.model import Llama, LlamaConfig, get_config
 from train.sft import to_messages
@@ -69,7 +70,7 @@ def bench(config: str, examples: list, tok: Tokenizer, batch_size: int, device: 
     hf = None
     if peer:
         with tempfile.TemporaryDirectory() as d:
-            ours.float().cpu().save_hf(d)
+            save_hf(ours.float().cpu(), d)
             hf = transformers.LlamaForCausalLM.from_pretrained(d, torch_dtype=getattr(torch, dtype)).eval().to(device)
         ours.to(device=device, dtype=getattr(torch, dtype))
         transformers_loop(hf, rows[:2])  # warm-up

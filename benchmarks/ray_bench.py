@@ -80,9 +80,8 @@ def write_corpus(folder: Path, mb: int, seed: int = 0) -> tuple[int, int]:
 
 
 def pipeline(data: Path, shard_mb: float) -> dict:
-    from curate.pipeline.step import REGISTRY, _import_builtin_steps
+    from curate.steps import REGISTRY
 
-    _import_builtin_steps()
     filters = [{"step": n} for n in ("gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality") if n in REGISTRY]
     return {"inputs": [{"path": str(data), "shard_bytes": int(shard_mb * 1_000_000)}],
             "steps": [*filters, {"step": "exact_dedup"}, {"step": "minhash_dedup", "threshold": 0.8, "num_perm": 128}],
@@ -180,14 +179,15 @@ def main() -> None:
 
 
 def reduce_cost(n_docs: int, n_shards: int = 8, seed: int = 0) -> None:
-    """MinHash clustering alone, in process (lsh.cluster) and as Ray tasks (ray_cluster),
+    """MinHash clustering alone, in process (lsh.cluster) and as Ray tasks (spread_cluster over RayExecutor.map),
     on a synthetic index: random 128-value signatures, 10% of them near copies of
     another (10% of values changed: estimated Jaccard 0.9). Ray must be initialised."""
     import numpy as np
 
     from curate.dedup.lsh import ShardIndex, cluster, gather_rows, sorted_band_keys
-    from curate.dedup.ray_reduce import ray_cluster
-    from curate.pipeline.step import build_step
+    from curate.dedup.spread import spread_cluster
+    from curate.pipeline.ray_executor import RayExecutor
+    from experiments.steps import build_step
 
     step = build_step({"step": "minhash_dedup", "threshold": 0.8, "num_perm": 128})
     rng = np.random.default_rng(seed)
@@ -214,7 +214,7 @@ def reduce_cost(n_docs: int, n_shards: int = 8, seed: int = 0) -> None:
         local, _ = cluster(shards, step.bands, verify)
         t_local = time.perf_counter() - t0
         t0 = time.perf_counter()
-        dist, _ = ray_cluster(shards, step.bands, verify)
+        dist, _ = spread_cluster(shards, step.bands, verify, RayExecutor())
         t_ray = time.perf_counter() - t0
         same = bool((local.roots() == dist.roots()).all())
         index_mb = sum(f.stat().st_size for f in folder.iterdir()) / 1e6

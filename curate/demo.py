@@ -15,8 +15,15 @@ import json
 import time
 from pathlib import Path
 
-from curate.errors import CurateError
+import yaml
+
+from curate.basics.errors import CurateError
 from curate.pipeline.runner import run_pipeline
+from experiments.compare.run import load_config, replace_words, run_config
+from experiments.report import verdict_lines
+from train.data import tokenize_shards
+from train.run import pretrain
+from train.tokenizer import train_bpe
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -32,8 +39,6 @@ def run_demo(out: Path, workers: int | None = None, quiet: bool = False) -> dict
     config = EXAMPLES / "pipeline.yaml"
     if not config.is_file() or not (EXAMPLES / "compare").is_dir():
         raise CurateError(f"bundled examples not found at {EXAMPLES}; run the demo from a source checkout")
-    import yaml
-
     out = Path(out).resolve()  # compare.yaml names the base model; its paths resolve against the yaml
     timings = {}
     t0 = time.perf_counter()
@@ -50,8 +55,6 @@ def run_demo(out: Path, workers: int | None = None, quiet: bool = False) -> dict
 
     t0 = time.perf_counter()
     compare_yaml = write_vendors(out / "vendors", base_dir)
-    from annotations.compare import load_config, run_config
-
     result = run_config(load_config(compare_yaml), out / "compare", quiet=quiet)
     timings["compare"] = time.perf_counter() - t0
     loss = result["loss"]
@@ -63,8 +66,6 @@ def run_demo(out: Path, workers: int | None = None, quiet: bool = False) -> dict
                "noise_floor": result.get("noise_floor", {}).get("floor"),
                "report": str(out / "compare" / "compare.html"), "seconds": {k: round(v, 1) for k, v in timings.items()}}
     if not quiet:
-        from annotations.compare_report import verdict_lines
-
         for line in verdict_lines(result):
             print(line)
         print(f"report: {summary['report']}")
@@ -83,10 +84,6 @@ def pretrain_base(curated: Path, out: Path, quiet: bool = True, model: dict | No
         return model_dir
     import pyarrow.parquet as pq
 
-    from train.data import tokenize_shards
-    from train.run import pretrain
-    from train.tokenizer import train_bpe
-
     shards = sorted(p for p in Path(curated).rglob("*.parquet"))
     if not shards:
         raise CurateError(f"no curated Parquet shards under {curated}")
@@ -102,10 +99,6 @@ def pretrain_base(curated: Path, out: Path, quiet: bool = True, model: dict | No
 
 def write_vendors(out: Path, base_dir: Path) -> Path:
     """The three demo vendors, the held-out set, vendors.yaml and compare.yaml; returns compare.yaml."""
-    from annotations.compare import replace_words
-
-    import yaml
-
     out.mkdir(parents=True, exist_ok=True)
     alpaca = json.loads((EXAMPLES / "compare" / "alpaca_en_demo.json").read_text(encoding="utf-8"))
     clean = alpaca[:VENDOR_SIZE]

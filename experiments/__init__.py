@@ -1,3 +1,3 @@
-"""Experiments on curated data: model-backed scoring steps (``experiments.scoring``) and, as
-the package grows, the vendor comparison and ablations. Imports from ``train``, ``curate`` core
-and ``annotations``; nothing below imports from here."""
+"""Experiments over curated data: vendor comparison, data and architecture ablations,
+rejection sampling and the model-backed scoring steps. Layer 4: imports curate, train and
+annotations, never the CLI."""

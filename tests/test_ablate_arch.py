@@ -4,8 +4,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from train.ablate_arch import (decode_speed, equal_param_variant, inference_report, kv_bytes_per_token, max_batch,
-                               memory_per_sequence, mha_from_gqa, variants)
+from experiments.ablate.arch import (decode_speed, equal_param_variant, inference_report, kv_bytes_per_token, max_batch,
+                                     memory_per_sequence, mha_from_gqa, variants)
 from train.model import CONFIGS, Llama, LlamaConfig
 
 SMALL = LlamaConfig(dim=64, n_layers=2, n_heads=8, vocab_size=300, multiple_of=16, max_seq_len=128)

@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from annotations.ablate import build_arms, config_from_dict
-from annotations.ablate_pretrain import ArmStream
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
+from experiments.ablate.data import build_arms, config_from_dict
+from experiments.ablate.pretrain import ArmStream
 
 ROOT = Path(__file__).resolve().parents[1]
 

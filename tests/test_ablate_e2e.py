@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from train.ablate_cli import ablate_group
+from curate.cli.ablate import ablate_group
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "examples/data"

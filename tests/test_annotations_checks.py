@@ -10,7 +10,7 @@ from annotations import overlap
 from annotations.overlap import normalize
 from annotations.records import KTOExample, PreferencePair, SFTConversation, to_document
 from curate.dedup.normalize import normalize_words
-from curate.pipeline.step import build_step
+from experiments.steps import build_step
 from curate.record import Document
 
 LONG = ("The committee reviewed every proposal carefully and decided that the second design "

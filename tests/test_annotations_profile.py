@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from curate.dedup.normalize import normalize_words
 from annotations.profile import profile_vendors
 from annotations.records import prompt_text
 from annotations.report import render_html
 from annotations.vendors import load_config, read_vendor
+from curate.basics.errors import CurateError
 from curate.cli import cli
-from curate.errors import CurateError
+from curate.dedup.normalize import normalize_words
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ["summary", "lengths", "checks", "overlap", "scores", "worst"]

@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from annotations import compare as C
-from annotations import stats
-from annotations.arms import Arm, Harness, Settings, select
+from experiments import stats
+from experiments.compare import run as C
+from experiments.compare.arms import Arm, Harness, Settings, select
 from train.sft import to_messages
 
 SETTINGS = dict(budget="examples", steps=30, train={"lr": 2e-3, "batch_size": 8, "seq_len": 128, "warmup_steps": 3})
@@ -77,7 +77,7 @@ def test_clean_vendor_beats_degraded_copies_and_halves_tie(tiny_base, alpaca, tm
     assert used["clean (half 1)"] == used["clean (half 2)"] == usable // 2
     assert result["vendors"]["clean"]["cost"] == usable * 1.0
 
-    from annotations.compare_report import write_report
+    from experiments.report import write_report
 
     html = write_report(result, tmp_path / "report").read_text()
     for section in ("ranking", "pairs", "win-rates", "sensitivity", "curves", "cost"):
@@ -146,7 +146,7 @@ def test_budget_in_answer_tokens_and_matched_selection(shared, alpaca):
 
 
 def test_a_run_dir_with_another_plan_is_refused(shared, alpaca, tmp_path):
-    from curate.errors import CurateError
+    from curate.basics.errors import CurateError
     from train.tokenizer import Tokenizer
 
     tok = Tokenizer.from_file(shared / "models" / "sentencepiece-32k-llama-style.model")
@@ -205,7 +205,7 @@ def test_cli_runs_a_config_with_a_reward_model(tiny_base, alpaca, shared, tmp_pa
     import yaml
     from click.testing import CliRunner
 
-    from annotations.compare_cli import compare_cmd
+    from curate.cli.compare import compare_cmd
     _, _, base_dir = tiny_base
     alpaca_raw = [{"instruction": ex["messages"][0]["content"], "input": "", "output": ex["messages"][1]["content"]}
                   for ex in alpaca[:40]]

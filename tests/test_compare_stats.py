@@ -1,10 +1,10 @@
-"""annotations.stats against hand-computed values."""
+"""experiments.stats against hand-computed values."""
 import itertools
 
 import numpy as np
 import pytest
 
-from annotations import stats
+from experiments import stats
 
 
 def test_replicate_mean_equals_mean_of_resampled_grid():

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
 from train.data import TokenShards, TokenWindows, tokenize_shards
 from train.tokenizer import Tokenizer
 

@@ -14,7 +14,7 @@ from curate.dedup import lsh
 from curate.dedup.minhash import band_keys, jaccard, minhash_signatures, optimal_bands, shingle_hash32
 from curate.dedup.normalize import normalize_exact, normalize_words
 from curate.dedup.unionfind import UnionFind
-from curate.pipeline.step import build_step
+from experiments.steps import build_step
 from curate.record import Document
 
 
@@ -275,7 +275,7 @@ def test_cli_matches_curate_run(planted, tmp_path):
     from click.testing import CliRunner
 
     from curate.cli import cli
-    from curate.dedup.cli import dedup_config
+    from curate.cli.dedup import dedup_config
     from curate.pipeline.runner import run_pipeline
 
     docs, _ = planted

@@ -9,7 +9,7 @@ import pytest
 
 from curate.dedup.decontam import contamination_split, decontaminate, load_eval_files
 from curate.dedup.normalize import normalize_words
-from curate.pipeline.step import build_step
+from experiments.steps import build_step
 from curate.record import Document
 
 
@@ -133,6 +133,6 @@ def test_eval_file_formats(tmp_path):
     assert texts == ["first sample", "second sample", "x y", "plain"]
     assert ids == ["a.txt:1", "a.txt:3", "b.json:0", "b.json:1"]
     (tmp_path / "bad.jsonl").write_text('{"a": 1}\nnot json\n')
-    from curate.errors import CurateError
+    from curate.basics.errors import CurateError
     with pytest.raises(CurateError, match="bad.jsonl:2"):
         load_eval_files([tmp_path / "bad.jsonl"])

@@ -12,7 +12,7 @@ from curate.filters.keep_if import KeepIf
 from curate.filters.pii import Pii
 from curate.filters.simple import CharRatio, Length
 from curate.filters.text import count_sentences, split_words
-from curate.pipeline.step import build_step
+from experiments.steps import build_step
 from curate.record import Document
 
 # "the house with green doors": 5 words, 3+5+4+5+5 = 22 letters, stop words {the, with}.

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from train.generate import generate, sample_next
+from train.hf import save_hf
 from train.model import Llama, get_config
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -36,7 +37,7 @@ def test_left_padded_batch_equals_each_prompt_alone(model):
 
 def test_greedy_matches_transformers_generate(model, tmp_path):
     transformers = pytest.importorskip("transformers")
-    model.save_hf(tmp_path)
+    save_hf(model, tmp_path)
     hf = transformers.LlamaForCausalLM.from_pretrained(tmp_path).eval()
     ours = generate(model, PROMPTS, 16, temperature=0, eos_id=2)
     for prompt, got in zip(PROMPTS, ours):

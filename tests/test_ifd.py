@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from curate.pipeline.step import build_step
+from experiments.steps import build_step
 from curate.record import Document
+from train.hf import save_hf
 from train.model import Llama, LlamaConfig
 from train.sft import IGNORE, encode, to_messages
 from train.tokenizer import Tokenizer
@@ -39,7 +40,7 @@ def tiny(shared, tmp_path_factory):
                               multiple_of=16, max_seq_len=1024)).eval()
     root = tmp_path_factory.mktemp("ifd")
     model.save(root / "ours")
-    model.save_hf(root / "hf")
+    save_hf(model, root / "hf")
     return model, tok, tok_path, root
 
 

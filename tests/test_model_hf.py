@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from train.hf import half_to_interleaved, interleaved_to_half
+from train.hf import half_to_interleaved, interleaved_to_half, load_hf, load_meta, save_hf
 from train.model import Llama, get_config
 
 transformers = pytest.importorskip("transformers")
@@ -37,7 +37,7 @@ def hf_logits(hf, tokens, **kw):
 
 def test_save_hf_loads_in_transformers_with_same_logits(tmp_path):
     ours = random_llama()
-    ours.save_hf(tmp_path)
+    save_hf(ours, tmp_path)
     hf = transformers.LlamaForCausalLM.from_pretrained(tmp_path).eval()
     assert hf.config.num_key_value_heads == 2 and hf.config.intermediate_size == 96
     with torch.no_grad():
@@ -49,7 +49,7 @@ def test_save_hf_loads_in_transformers_with_same_logits(tmp_path):
 
 def test_sharded_save_hf_loads_in_transformers(tmp_path):
     ours = random_llama(1)
-    ours.save_hf(tmp_path, max_shard_bytes=40_000)
+    save_hf(ours, tmp_path, max_shard_bytes=40_000)
     index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
     assert len(set(index["weight_map"].values())) > 3
     hf = transformers.LlamaForCausalLM.from_pretrained(tmp_path).eval()
@@ -72,7 +72,7 @@ def test_from_hf_reads_save_pretrained(tmp_path, shard):
     hf.save_pretrained(tmp_path, **kw)
     if shard:
         assert (tmp_path / "model.safetensors.index.json").exists()
-    ours = Llama.from_hf(tmp_path).eval()
+    ours = load_hf(tmp_path).eval()
     assert ours.cfg.kv_heads == 2 and ours.cfg.hidden_dim == 96
     with torch.no_grad():
         torch.testing.assert_close(ours(TOKENS), hf_logits(hf, TOKENS), atol=1e-4, rtol=0)
@@ -80,20 +80,20 @@ def test_from_hf_reads_save_pretrained(tmp_path, shard):
 
 def test_round_trip_through_hf_is_exact(tmp_path):
     ours = random_llama(3)
-    ours.save_hf(tmp_path)
-    back = Llama.from_hf(tmp_path)
+    save_hf(ours, tmp_path)
+    back = load_hf(tmp_path)
     assert back.cfg == ours.cfg
     for (k, a), (_, b) in zip(ours.state_dict().items(), back.state_dict().items()):
         assert torch.equal(a, b), k
 
 
 def test_from_hf_rejects_scaled_rope(tmp_path):
-    random_llama().save_hf(tmp_path)
+    save_hf(random_llama(), tmp_path)
     cfg = json.loads((tmp_path / "config.json").read_text())
     cfg["rope_scaling"] = {"rope_type": "llama3", "factor": 8.0}
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="rope"):
-        Llama.from_hf(tmp_path)
+        load_hf(tmp_path)
 
 
 # --- Meta's original format ---------------------------------------------------------------------
@@ -165,7 +165,7 @@ def test_from_meta_matches_reference_forward(tmp_path, n_shards):
             shard[name] = t.clone() if dim is None or n_shards == 1 else t.chunk(n_shards, dim)[rank].clone()
         torch.save(shard, tmp_path / f"consolidated.{rank:02d}.pth")
     (tmp_path / "params.json").write_text(json.dumps(PARAMS))
-    ours = Llama.from_meta(tmp_path).eval()
+    ours = load_meta(tmp_path).eval()
     assert ours.cfg.hidden_dim == HIDDEN and ours.cfg.vocab_size == 300 and ours.cfg.kv_heads == 2
     with torch.no_grad():
         torch.testing.assert_close(ours(TOKENS), meta_reference_logits(sd, TOKENS), atol=1e-4, rtol=0)
@@ -184,7 +184,7 @@ def test_from_hf_unties_tied_embeddings(tmp_path):
                                       vocab_size=300, rms_norm_eps=1e-5, tie_word_embeddings=True)
     hf = transformers.LlamaForCausalLM(config).eval()
     hf.save_pretrained(tmp_path)
-    ours = Llama.from_hf(tmp_path).eval()
+    ours = load_hf(tmp_path).eval()
     assert ours.output.weight.data_ptr() != ours.tok_embeddings.weight.data_ptr()  # a copy: they train apart
     with torch.no_grad():
         torch.testing.assert_close(ours(TOKENS), hf_logits(hf, TOKENS), atol=1e-4, rtol=0)
@@ -198,4 +198,4 @@ def test_from_meta_refuses_arbitrary_pickles(tmp_path):
     torch.save({"tok_embeddings.weight": torch.zeros(3, 64), "x": NotAWeight()}, tmp_path / "consolidated.00.pth")
     (tmp_path / "params.json").write_text(json.dumps(PARAMS))
     with pytest.raises(Exception, match="[Ww]eights only load failed|Unsupported global"):
-        Llama.from_meta(tmp_path)
+        load_meta(tmp_path)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
 from curate.pipeline.executor import report_progress
 from curate.pipeline.runner import run_pipeline
 
@@ -93,24 +93,24 @@ def test_local_reference_removes_planted_copies(corpus, local_output):
 
 
 def test_ray_matches_local(ray_cluster, corpus, local_output, monkeypatch):
-    """Filters and dedup on Ray, with the dedup clustering also on Ray (ray_cluster in
-    place of the in-process reducer), give the local executor's output."""
-    import curate.dedup.ray_reduce
+    """Filters and dedup on Ray, with the dedup clustering also on Ray (spread_cluster over
+    the executor's map in place of the in-process reducer), give the local executor's output."""
+    import curate.dedup.base
 
     out = corpus["root"] / "ray"
     progress, reduces = [], []
-    distributed = curate.dedup.ray_reduce.ray_cluster
+    distributed = curate.dedup.base.spread_cluster
 
-    def cluster_on_ray(shards, bands, verify, **kw):
+    def cluster_on_ray(shards, bands, verify, executor, **kw):
         reduces.append(bands)
-        return distributed(shards, bands, verify, partition_rows=200)
+        return distributed(shards, bands, verify, executor, partition_rows=200)
 
-    # DedupStep.reduce clusters through RayExecutor.dedup_cluster, which calls ray_reduce.ray_cluster.
-    monkeypatch.setattr(curate.dedup.ray_reduce, "ray_cluster", cluster_on_ray)
+    # DedupStep.reduce clusters with spread_cluster over a distributed executor's map.
+    monkeypatch.setattr(curate.dedup.base, "spread_cluster", cluster_on_ray)
 
     class Counting(RayExecutor):
-        def map(self, fn, payloads, on_progress):
-            return super().map(fn, payloads, lambda n: (progress.append(n), on_progress(n)))
+        def map(self, fn, payloads, on_progress=None):
+            return super().map(fn, payloads, lambda n: (progress.append(n), on_progress and on_progress(n)))
 
     stats = run_pipeline(corpus["config"], out=out, quiet=True, executor=Counting())
     got = output_of(out)
@@ -234,8 +234,8 @@ def test_ray_cluster_equals_local_cluster_on_real_index(ray_cluster, corpus, loc
     MinHash index of the reference run, with 1 and with several key ranges per band."""
     from curate.dedup.lsh import cluster, gather_rows
     from curate.dedup.minhash import jaccard
-    from curate.dedup.ray_reduce import ray_cluster
-    from curate.pipeline.step import build_step
+    from curate.dedup.spread import spread_cluster
+    from experiments.steps import build_step
 
     step = build_step({"step": "minhash_dedup", "threshold": 0.8})
     workdir = next((corpus["root"] / "local/_work").glob("step*-minhash_dedup"))
@@ -253,10 +253,10 @@ def test_ray_cluster_equals_local_cluster_on_real_index(ray_cluster, corpus, loc
         roots = want.roots()
         assert (roots != range(len(roots))).sum() >= 10  # real clusters to find
         for rows in (None, 150):
-            got, counts = ray_cluster(shards, step.bands, check, partition_rows=rows)
+            got, counts = spread_cluster(shards, step.bands, check, RayExecutor(), partition_rows=rows)
             assert (got.roots() == roots).all()
             assert counts["candidate_pairs"] >= local_counts["candidate_pairs"]
-        got, _ = RayExecutor().dedup_cluster(shards, step.bands, check)  # the executor's hook
+        got, _ = spread_cluster(shards, step.bands, check, RayExecutor())  # default key ranges
         assert (got.roots() == roots).all()
     assert local_counts["rejected_pairs"] > 0 and counts["rejected_pairs"] > 0
 

@@ -6,8 +6,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from curate.errors import CurateError
-from curate.pipeline.executor import make_executor
+from curate.basics.errors import CurateError
+from curate.pipeline.runner import make_executor
 
 
 def test_without_ray_executor_ray_says_how_to_install(monkeypatch, tmp_path, shared):

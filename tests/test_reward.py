@@ -8,14 +8,14 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-import curate.scoring.reward  # noqa: F401  (registers the `reward` step)
+import experiments.scoring.reward  # noqa: F401  (registers the `reward` step)
 from annotations.formats import read_file
 from annotations.records import SFTConversation, to_document
-from curate.pipeline.step import build_step
+from curate.cli.reward import rm_cmd
+from experiments.steps import build_step
 from train.model import Llama, get_config
 from train.reward import (MARGINS, RewardModel, accuracy, collate_pairs, encode_pairs, margin_for, pair_loss_sum,
                           ranking_loss, score, split_pairs, train_reward_model)
-from train.reward_cli import rm_cmd
 from train.tokenizer import Tokenizer, train_bpe
 
 TINY = dict(dim=16, n_layers=1, n_heads=2, n_kv_heads=1, multiple_of=16, max_seq_len=128)

@@ -180,9 +180,10 @@ def test_every_command_has_help_with_an_example():
     from curate.cli import cli
 
     def leaves(cmd, path):
-        if isinstance(cmd, click.Group):
-            for name, sub in cmd.commands.items():
-                yield from leaves(sub, [*path, name])
+        if isinstance(cmd, click.Group):  # the root group loads its commands lazily
+            ctx = click.Context(cmd)
+            for name in cmd.list_commands(ctx):
+                yield from leaves(cmd.get_command(ctx, name), [*path, name])
         else:
             yield " ".join(path), cmd
 

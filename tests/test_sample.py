@@ -8,11 +8,11 @@ import torch
 import yaml
 from click.testing import CliRunner
 
+from curate.cli.reward import sample_cmd
+from experiments.sample import (best_of_k_curves, expected_max, generate_candidates, load_policy, read_candidates,
+                                select, select_from_files)
 from train.model import Llama, get_config
 from train.reward import RewardModel, score
-from train.reward_cli import sample_cmd
-from train.sample import (best_of_k_curves, expected_max, generate_candidates, load_policy, read_candidates,
-                          select, select_from_files)
 from train.tokenizer import Tokenizer
 
 transformers = pytest.importorskip("transformers")
@@ -73,7 +73,7 @@ def test_hf_checkpoint_loads_and_greedy_matches_transformers(setup):
     policy = load_policy(setup["root"] / "hf")
     prompt = [{"role": "user", "content": "Name three colours."}]
     rows = generate_candidates(policy, setup["tok"], [prompt], 1, temperature=0.0, max_new_tokens=8)
-    from train.sample import encode_prompt
+    from experiments.sample import encode_prompt
 
     ids = torch.tensor([encode_prompt(prompt, setup["tok"], "llama2", 200)])
     with torch.no_grad():
@@ -131,9 +131,9 @@ def test_selected_rows_read_back_as_canonical_sft_records(round1):
 def test_rerun_selection_from_saved_candidates_is_identical(setup, round1, tmp_path, monkeypatch):
     out, _ = round1
     before = (out / "selected.jsonl").read_bytes()
-    import train.sample
+    import experiments.sample
 
-    monkeypatch.setattr(train.sample, "generate_candidates", lambda *a, **k: pytest.fail("generated again"))
+    monkeypatch.setattr(experiments.sample, "generate_candidates", lambda *a, **k: pytest.fail("generated again"))
     run(config(setup, out), tmp_path / "cfg.yaml", "--select-only")
     assert (out / "selected.jsonl").read_bytes() == before
     # and the plain function gives the same records apart from the run's extra provenance
@@ -183,8 +183,8 @@ def test_expected_max_matches_enumeration():
 
 
 def test_bad_configs_are_one_line_errors(tmp_path):
-    from curate.errors import CurateError
-    from train.sample import load_sample_config, policy_specs
+    from curate.basics.errors import CurateError
+    from experiments.sample import load_sample_config, policy_specs
 
     base = {"out_dir": str(tmp_path), "prompts": "p.jsonl", "reward_model": "rm", "policy": "m"}
     with pytest.raises(CurateError, match="unknown key 'kk'"):

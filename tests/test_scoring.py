@@ -6,8 +6,8 @@ from itertools import product
 import numpy as np
 import pytest
 
-from curate.errors import CurateError
-from curate.pipeline.step import build_step
+from curate.basics.errors import CurateError
+from experiments.steps import build_step
 from curate.record import Document
 from curate.scoring.quality import QualityFilter, roc_auc, train_classifier
 

@@ -7,7 +7,7 @@ import pytest
 
 from curate.dedup.minhash import minhash_signatures
 from curate.dedup.normalize import normalize_words
-from curate.pipeline.step import build_step
+from experiments.steps import build_step
 from curate.record import Document
 
 

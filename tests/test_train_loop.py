@@ -11,14 +11,13 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
+from curate.basics.errors import CurateError
 from curate.cli import cli
-from curate.errors import CurateError
 from train.config import PretrainConfig, TrainConfig, load_config
 from train.distributed import World
 from train.model import Llama, get_config
 from train.run import pretrain
 from train.trainer import build_optimizer, lm_loss_sum, lr_at, train_step
-
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

@@ -18,6 +18,7 @@ import json
 import os
 import random
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
 
 CKPT_DIR = "checkpoints"
 
@@ -39,8 +40,6 @@ def _unwrap(model):
 
 def model_config(model) -> dict:
     """The model's LlamaConfig as a plain dict (for ``config.json``)."""
-    from dataclasses import asdict
-
     base = _unwrap(model)
     cfg = getattr(base, "cfg", None) or getattr(base, "config", None)
     return asdict(cfg)

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from curate.errors import CurateError
-from curate.yamlconfig import read_yaml_mapping
+from curate.basics.errors import CurateError
+from curate.basics.yamlconfig import read_yaml_mapping
 
 
 @dataclass

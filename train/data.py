@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
 
 INDEX = "index.json"
 DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
@@ -197,9 +197,16 @@ class TokenWindows:
         self.position = DataPosition()
         self._order_epoch, self._order = -1, None
 
+    def tokens(self, rows: np.ndarray) -> np.ndarray:
+        """The windows ``rows`` ((file, offset) pairs) as int64 ``[len(rows), seq_len + 1]`` token ids."""
+        return np.stack([self.shards.files[f][o: o + self.seq_len + 1] for f, o in rows]).astype(np.int64)
+
+    def val_tokens(self) -> np.ndarray:
+        """Every held-out window, int64 ``[n_val, seq_len + 1]``."""
+        return self.tokens(self.val) if len(self.val) else np.zeros((0, self.seq_len + 1), np.int64)
+
     def _windows(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        w = np.stack([self.shards.files[f][o: o + self.seq_len + 1] for f, o in rows]).astype(np.int64)
-        w = torch.from_numpy(w)
+        w = torch.from_numpy(self.tokens(rows))
         return w[:, :-1], w[:, 1:]
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,7 +9,7 @@ API
         -> logits [B,T,vocab]  (or final-norm hidden states [B,T,dim] with return_hidden=True)
     Llama.num_params / flops_per_token / kv_cache_bytes_per_token / new_cache
     Llama.save(dir) / Llama.load(dir)          our format: config.json + model.safetensors
-    Llama.from_hf(dir) / .save_hf(dir) / Llama.from_meta(dir)   (conversion lives in train/hf.py)
+    train.hf.load_hf(dir) / save_hf(model, dir) / load_meta(dir)   (converters; hf imports model, never the reverse)
     KVCache: preallocated keys/values for generation (train/generate.py drives it)
 
 Conventions
@@ -335,24 +335,3 @@ class Llama(nn.Module):
             state = {k: v.to(dtype) for k, v in state.items()}
         model.load_state_dict(state, strict=True, assign=True)
         return model.to(device) if device is not None else model
-
-    # --- other formats: train/hf.py ------------------------------------------------------------------
-    @classmethod
-    def from_hf(cls, path, device=None, dtype=None) -> "Llama":
-        """Load a Hugging Face LlamaForCausalLM directory (config.json + safetensors, sharded or not)."""
-        from train.hf import load_hf
-
-        return load_hf(path, device=device, dtype=dtype)
-
-    def save_hf(self, path, max_shard_bytes: int | None = None) -> None:
-        """Write a directory that transformers.LlamaForCausalLM.from_pretrained loads."""
-        from train.hf import save_hf
-
-        save_hf(self, path, max_shard_bytes=max_shard_bytes)
-
-    @classmethod
-    def from_meta(cls, path, device=None, dtype=None) -> "Llama":
-        """Load Meta's original consolidated.*.pth + params.json (read with weights_only=True)."""
-        from train.hf import load_meta
-
-        return load_meta(path, device=device, dtype=dtype)

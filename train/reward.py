@@ -32,10 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
+from train import distributed
 from train.config import TrainConfig
 from train.model import Llama, get_config
+from train.run import load_model, resume_state
 from train.sft import segments
+from train.trainer import LoopState, build_optimizer, prepare_model, train_loop
 
 # The paper's ratings, best first, and its two margin tables (Table 28); "none" is zero margin.
 RATINGS = ("significantly better", "better", "slightly better", "negligibly better / unsure")
@@ -347,8 +350,6 @@ def _backbone(model, seed: int) -> Llama:
     if isinstance(model, RewardModel):
         return model.backbone
     if isinstance(model, (str, Path)) and Path(model).is_dir():
-        from train.run import load_model
-
         return load_model(model)
     torch.manual_seed(seed)
     try:
@@ -372,9 +373,6 @@ def train_reward_model(pairs, tokenizer, model="tiny", val_pairs=None, *, val_fr
     epochs: passes over the training pairs (sets steps; None keeps hyperparams' steps);
     warmup_ratio: share of steps in linear warmup (3%). Returns ``(rm, result)``.
     """
-    from train import distributed
-    from train.trainer import LoopState, build_optimizer, prepare_model, train_loop
-
     base = asdict(default_hyperparams())
     tc = replace(hyperparams) if isinstance(hyperparams, TrainConfig) else TrainConfig(**{**base, **(hyperparams or {})})
     if val_pairs is None:
@@ -402,8 +400,6 @@ def train_reward_model(pairs, tokenizer, model="tiny", val_pairs=None, *, val_fr
     optimizer = build_optimizer(net, tc)
     state = LoopState()
     if run_dir is not None and resume:
-        from train.run import resume_state
-
         state = resume_state(run_dir, True, net, optimizer, data)
     state = train_loop(net, optimizer, data, tc, world, state=state, run_dir=run_dir,
                        val_batches=(lambda: val) if val else None, loss_fn=pair_loss_sum, quiet=quiet)

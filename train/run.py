@@ -16,13 +16,15 @@ from pathlib import Path
 
 import torch
 
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
 from train import distributed
 from train.checkpoint import latest_checkpoint, load_checkpoint
 from train.config import PretrainConfig, SFTConfig, TrainConfig, load_config
 from train.data import TokenWindows
+from train.hf import load_hf
 from train.model import Llama, get_config
 from train.sft import SFTBatches, collate, encode_all, load_examples, pack
+from train.tokenizer import Tokenizer
 from train.trainer import LoopState, build_optimizer, prepare_model, train_loop
 
 
@@ -68,7 +70,7 @@ def load_model(path: str | Path) -> Llama:
         raise CurateError(f"{path}: no config.json (expected a checkpoint or Hugging Face model directory)")
     if "dim" in json.loads(config.read_text()):
         return Llama.load(path, dtype=torch.float32)
-    return Llama.from_hf(path, dtype=torch.float32)
+    return load_hf(path, dtype=torch.float32)
 
 
 def pretrain(cfg, stop_after: int | None = None, quiet: bool = False) -> RunResult:
@@ -125,8 +127,6 @@ def sft(cfg=None, *, model: Llama | None = None, tokenizer=None, examples=None, 
     """
     if cfg is not None:
         cfg = load_config(cfg, SFTConfig)
-        from train.tokenizer import Tokenizer
-
         tokenizer = Tokenizer.from_file(cfg.tokenizer)
         model, copy_model = load_model(cfg.init_from), False
         examples = load_examples(cfg.data)

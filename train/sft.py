@@ -18,11 +18,16 @@ into a block-diagonal causal mask, so packed examples never see each other.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from curate.basics.chat import BadRecord, conversation_messages
+from curate.basics.errors import CurateError
 
 IGNORE = -100
 TEMPLATES = ("llama2", "plain")
@@ -255,43 +260,20 @@ def answer_loss(model, tokenizer, examples, template: str = "llama2", batch_size
 
 
 def to_messages(record):
-    """A conversation record in a common format as ``{"messages": [...]}`` with string
-    contents: OpenAI ``messages`` (string or typed-part contents), Alpaca
-    ``instruction``/``input``/``output`` (+ ``system``), ShareGPT ``conversations``
-    (``from``/``value``). Anything else is returned unchanged, so that encoding
-    reports it as skipped rather than dropping it."""
-    if not isinstance(record, dict):
+    """A conversation record in any format :mod:`curate.basics.chat` reads (OpenAI, ShareGPT,
+    Alpaca, prompt/response) as ``{"messages": [...]}`` with string contents. A record that
+    is malformed or in no such format is returned unchanged, so that encoding reports it as
+    skipped rather than dropping it."""
+    try:
+        return {"messages": conversation_messages(record)}
+    except BadRecord:
         return record
-    if isinstance(record.get("messages"), list):
-        msgs = []
-        for m in record["messages"]:
-            content = m.get("content") if isinstance(m, dict) else None
-            if isinstance(content, list):  # typed parts: [{"type": "text", "value"|"text": ...}]
-                content = "".join(str(p.get("value", p.get("text", ""))) for p in content
-                                  if isinstance(p, dict) and p.get("type", "text") == "text")
-            msgs.append({"role": m.get("role") if isinstance(m, dict) else None, "content": content})
-        return {"messages": msgs}
-    if "instruction" in record and "output" in record:
-        user = str(record["instruction"]) + (f"\n\n{record['input']}" if record.get("input") else "")
-        msgs = [{"role": "system", "content": record["system"]}] if record.get("system") else []
-        return {"messages": msgs + [{"role": "user", "content": user},
-                                    {"role": "assistant", "content": record["output"]}]}
-    if isinstance(record.get("conversations"), list):
-        roles = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                 "system": "system"}
-        return {"messages": [{"role": roles.get(t.get("from")), "content": t.get("value")}
-                             for t in record["conversations"] if isinstance(t, dict)]}
-    return record
 
 
 def load_examples(path) -> list:
     """Conversations from ``.jsonl``, ``.json`` (a list) or curated ``.parquet`` shards
     (``meta["messages"]``), converted with :func:`to_messages`. A line that is not
     valid JSON becomes ``None`` (reported as skipped when encoded)."""
-    import json
-    from pathlib import Path
-
-    from curate.errors import CurateError
 
     path = Path(path)
     if not path.is_file():

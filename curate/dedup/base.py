@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from curate.dedup.lsh import ShardIndex, cluster, gather_rows, pack_gid, sorted_band_keys
+from curate.dedup.spread import spread_cluster
 from curate.pipeline.step import GlobalStep
 from curate.record import Document, Removed
 
@@ -61,6 +63,10 @@ class DedupStep(GlobalStep):
     def verify(self, sig_u: np.ndarray, sig_v: np.ndarray) -> np.ndarray:
         """Which candidate pairs are real duplicates (bool per pair)."""
         raise NotImplementedError
+
+    def verify_rows(self, shards: list[ShardIndex], u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """:meth:`verify` for dense document ids ``u``, ``v`` of the index ``shards``."""
+        return self.verify(gather_rows(shards, "sig", u), gather_rows(shards, "sig", v))
 
     def index_params(self) -> dict[str, Any]:
         """Parameters that must match between a saved index and a run using it."""
@@ -128,10 +134,12 @@ class DedupStep(GlobalStep):
     def reduce(self, workdir: Path, n_shards: int, executor=None) -> dict[str, Any]:
         workdir = Path(workdir)
         shards, n_old = self._shards(workdir, n_shards)
-        # A Ray executor clusters as tasks, one per (band, key range); same result as in-process.
-        cluster_fn = getattr(executor, "dedup_cluster", None) or cluster
-        uf, counts = cluster_fn(shards, self.bands,
-                             lambda u, v: self.verify(gather_rows(shards, "sig", u), gather_rows(shards, "sig", v)))
+        verify = partial(self.verify_rows, shards)
+        if executor is not None and executor.distributed:
+            # spread over the cluster as tasks, one per (band, key range); same result as in-process
+            uf, counts = spread_cluster(shards, self.bands, verify, executor)
+        else:
+            uf, counts = cluster(shards, self.bands, verify)
         roots = uf.roots()
         size = np.bincount(roots, minlength=len(roots))
         members = np.flatnonzero(size[roots] > 1)

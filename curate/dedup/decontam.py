@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from curate.basics.errors import CurateError
 from curate.dedup.minhash import ngram_hashes
 from curate.dedup.normalize import normalize_words
-from curate.errors import CurateError
 
 METHODS = ("ngram", "llama2")
 CLEAN_BELOW, DIRTY_FROM = 0.2, 0.8

@@ -75,7 +75,7 @@ def sorted_band_keys(keys: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, n
     return np.take_along_axis(k, order, axis=1), rows[order]
 
 
-def _bucket_pairs(keys: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def bucket_pairs(keys: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For sorted ``keys``: pair every bucket member with the bucket's first member
     and with its predecessor (enough to connect a bucket; 2 pairs per member)."""
     same = keys[1:] == keys[:-1]
@@ -114,7 +114,7 @@ def cluster(shards: list[ShardIndex], bands: int,
             ids = np.concatenate([s.load("rows")[band, c[p]:c[p + 1]].astype(np.int64) + s.offset
                                   for s, c in zip(shards, cuts)])
             order = np.argsort(keys, kind="stable")
-            u, v = _bucket_pairs(keys[order], ids[order])
+            u, v = bucket_pairs(keys[order], ids[order])
             if not len(u):
                 continue
             apart = uf.find(u) != uf.find(v)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
 from curate.filters.text import count_sentences
 from curate.pipeline.step import Filter, Step, register
 from curate.record import Removed

@@ -2,7 +2,7 @@
 datatrove's ``FineWebQualityFilter`` defaults and decision order."""
 from __future__ import annotations
 
-from curate.filters.gopher import _dup_count_and_chars, _fmt
+from curate.filters.gopher import dup_count_and_chars, fmt_number
 from curate.filters.text import TERMINAL_TUPLE, split_words
 from curate.pipeline.step import Filter, register
 
@@ -40,15 +40,15 @@ class FineWebQuality(Filter):
             return "empty"
         ratio = sum(1 for ln in lines if ln.endswith(self.stop_chars)) / len(lines)
         if ratio < self.line_punct_thr and not (ratio == 0 and self.line_punct_exclude_zero):
-            return f"line_punct_ratio {_fmt(ratio)} < {self.line_punct_thr}"
+            return f"line_punct_ratio {fmt_number(ratio)} < {self.line_punct_thr}"
         ratio = sum(1 for ln in lines if len(ln) <= self.short_line_length) / len(lines)
         if ratio > self.short_line_thr:
-            return f"short_line_ratio {_fmt(ratio)} > {self.short_line_thr}"
-        ratio = _dup_count_and_chars(lines)[1] / max(1, len(text) - text.count("\n"))
+            return f"short_line_ratio {fmt_number(ratio)} > {self.short_line_thr}"
+        ratio = dup_count_and_chars(lines)[1] / max(1, len(text) - text.count("\n"))
         if ratio > self.char_duplicates_ratio:
-            return f"char_dup_ratio {_fmt(ratio)} > {self.char_duplicates_ratio}"
+            return f"char_dup_ratio {fmt_number(ratio)} > {self.char_duplicates_ratio}"
         n_words = len(split_words(text))
         ratio = text.count("\n") / n_words if n_words else float("inf")
         if ratio > self.new_line_ratio:
-            return f"list_ratio {_fmt(ratio)} > {self.new_line_ratio}"
+            return f"list_ratio {fmt_number(ratio)} > {self.new_line_ratio}"
         return None

@@ -18,7 +18,7 @@ _PARAGRAPHS = re.compile(r"\n{2,}")
 _LINES = re.compile(r"\n+")
 
 
-def _fmt(x: float) -> str:
+def fmt_number(x: float) -> str:
     return f"{x:.4g}"
 
 
@@ -67,29 +67,29 @@ class GopherQuality(Filter):
         symbol_chars = sum(map(len, compress(words, map(operator.not_, kinds))))  # SYMBOL is 0
         avg = (sum(map(len, words)) - symbol_chars) / n_real
         if self.min_avg_word_length and avg < self.min_avg_word_length:
-            return f"avg_word_length {_fmt(avg)} < {self.min_avg_word_length}"
+            return f"avg_word_length {fmt_number(avg)} < {self.min_avg_word_length}"
         if self.max_avg_word_length and avg > self.max_avg_word_length:
-            return f"avg_word_length {_fmt(avg)} > {self.max_avg_word_length}"
+            return f"avg_word_length {fmt_number(avg)} > {self.max_avg_word_length}"
         if self.max_symbol_word_ratio:
             ratio = text.count("#") / n_words
             if ratio > self.max_symbol_word_ratio:
-                return f"hash_ratio {_fmt(ratio)} > {self.max_symbol_word_ratio}"
+                return f"hash_ratio {fmt_number(ratio)} > {self.max_symbol_word_ratio}"
             ratio = (text.count("...") + text.count("…")) / n_words
             if ratio > self.max_symbol_word_ratio:
-                return f"ellipsis_ratio {_fmt(ratio)} > {self.max_symbol_word_ratio}"
+                return f"ellipsis_ratio {fmt_number(ratio)} > {self.max_symbol_word_ratio}"
         lines = text.splitlines() or [""]
         if self.max_bullet_lines_ratio:
             ratio = sum(ln.lstrip().startswith(("•", "-")) for ln in lines) / len(lines)
             if ratio > self.max_bullet_lines_ratio:
-                return f"bullet_lines {_fmt(ratio)} > {self.max_bullet_lines_ratio}"
+                return f"bullet_lines {fmt_number(ratio)} > {self.max_bullet_lines_ratio}"
         if self.max_ellipsis_lines_ratio:
             ratio = sum(ln.rstrip().endswith(("...", "…")) for ln in lines) / len(lines)
             if ratio > self.max_ellipsis_lines_ratio:
-                return f"ellipsis_lines {_fmt(ratio)} > {self.max_ellipsis_lines_ratio}"
+                return f"ellipsis_lines {fmt_number(ratio)} > {self.max_ellipsis_lines_ratio}"
         if self.min_alpha_words_ratio:
             ratio = kinds.count(LETTERS) / n_words
             if ratio < self.min_alpha_words_ratio:
-                return f"alpha_words {_fmt(ratio)} < {self.min_alpha_words_ratio}"
+                return f"alpha_words {fmt_number(ratio)} < {self.min_alpha_words_ratio}"
         if self.min_stop_words:
             found = len(self.stop_words.intersection(words))
             if found < self.min_stop_words:
@@ -97,7 +97,7 @@ class GopherQuality(Filter):
         return None
 
 
-def _dup_count_and_chars(items: list[str]) -> tuple[int, int]:
+def dup_count_and_chars(items: list[str]) -> tuple[int, int]:
     """How many items repeat an earlier one, and their total characters."""
     seen: set[str] = set()
     n = chars = 0
@@ -180,28 +180,28 @@ class GopherRepetition(Filter):
             return "empty"
         size = len(text)
         paragraphs = _PARAGRAPHS.split(text.strip())
-        n_dup, dup_chars = _dup_count_and_chars(paragraphs)
+        n_dup, dup_chars = dup_count_and_chars(paragraphs)
         if self.dup_para_frac and n_dup / len(paragraphs) > self.dup_para_frac:
-            return f"dup_para_frac {_fmt(n_dup / len(paragraphs))} > {self.dup_para_frac}"
+            return f"dup_para_frac {fmt_number(n_dup / len(paragraphs))} > {self.dup_para_frac}"
         if self.dup_para_char_frac and dup_chars / size > self.dup_para_char_frac:
-            return f"dup_para_char_frac {_fmt(dup_chars / size)} > {self.dup_para_char_frac}"
+            return f"dup_para_char_frac {fmt_number(dup_chars / size)} > {self.dup_para_char_frac}"
         lines = _LINES.split(text)
-        n_dup, dup_chars = _dup_count_and_chars(lines)
+        n_dup, dup_chars = dup_count_and_chars(lines)
         if self.dup_line_frac and n_dup / len(lines) > self.dup_line_frac:
-            return f"dup_line_frac {_fmt(n_dup / len(lines))} > {self.dup_line_frac}"
+            return f"dup_line_frac {fmt_number(n_dup / len(lines))} > {self.dup_line_frac}"
         if self.dup_line_char_frac and dup_chars / size > self.dup_line_char_frac:
-            return f"dup_line_char_frac {_fmt(dup_chars / size)} > {self.dup_line_char_frac}"
+            return f"dup_line_char_frac {fmt_number(dup_chars / size)} > {self.dup_line_char_frac}"
 
         words = split_words(text)
         for n, frac in self.top_n_grams:
             value = _top_ngram_chars(words, n) / size
             if value > frac:
-                return f"top_{n}_gram_char_frac {_fmt(value)} > {frac}"
+                return f"top_{n}_gram_char_frac {fmt_number(value)} > {frac}"
         cum_len = [0, *accumulate(map(len, words))]
         for n, frac in self.dup_n_grams:
             chars = _dup_ngram_chars(words, n, cum_len)
             if chars / size > frac:
-                return f"dup_{n}_gram_char_frac {_fmt(chars / size)} > {frac}"
+                return f"dup_{n}_gram_char_frac {fmt_number(chars / size)} > {frac}"
             if chars == 0:
                 break  # no n-gram repeats, so no longer one can
         return None

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from curate.filters.gopher import _fmt
+from curate.filters.gopher import fmt_number
 from curate.pipeline.step import Filter, register
 
 
@@ -75,7 +75,7 @@ class CharRatio(Filter):
         for side, kind, limit in self.bounds:
             ratio = _COUNTERS[kind](text) / len(text)
             if side == "max" and ratio > limit:
-                return f"{kind}_ratio {_fmt(ratio)} > {limit}"
+                return f"{kind}_ratio {fmt_number(ratio)} > {limit}"
             if side == "min" and ratio < limit:
-                return f"{kind}_ratio {_fmt(ratio)} < {limit}"
+                return f"{kind}_ratio {fmt_number(ratio)} < {limit}"
         return None

@@ -9,10 +9,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator
 
+from curate.basics.jsonarray import salvage_array
 from curate.io.mediawiki import iter_pages
 from curate.io.sources import Shard, TruncatedInput, iter_lines, open_binary
 from curate.record import Document
@@ -155,9 +155,6 @@ def _text_doc(shard: Shard, raw: bytes, line: int) -> Document | Reject:
     return Document(f"{shard.source}:{line}", text, shard.source, {})
 
 
-_SEPARATORS = re.compile(r"[\s,]*")
-
-
 def _json_array_records(shard: Shard):
     """A JSON array of objects (Alpaca-style files). Elements are decoded one at a
     time, so a truncated array keeps every complete element before the damage.
@@ -172,33 +169,20 @@ def _json_array_records(shard: Shard):
         line = data.count(b"\n", 0, e.start) + 1
         yield line, Reject(shard.source, line, f"invalid UTF-8 at byte {e.start}; file not read", _preview(data[e.start:]))
         return
-    decoder = json.JSONDecoder()
-    pos = len(text) - len(text.lstrip())
-    if not text.startswith("[", pos):
-        yield 1, Reject(shard.source, 1, "not a JSON array", _preview(text))
-        return
-    pos += 1
-    line = 1 + text.count("\n", 0, pos)
-    while True:
-        m = _SEPARATORS.match(text, pos)
-        line += text.count("\n", pos, m.end())
-        pos = m.end()
-        if pos >= len(text):
+    for el in salvage_array(text):
+        line = el.line
+        if el.error == "not a JSON array":
+            yield line, Reject(shard.source, line, "not a JSON array", _preview(text))
+        elif el.error == "array not closed":
             yield line, Reject(shard.source, line, "truncated JSON array (no closing ']')", "")
-            return
-        if text[pos] == "]":
-            return
-        try:
-            obj, end = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as e:
-            yield line, Reject(shard.source, line, f"malformed JSON element: {e.msg}; rest of file not read", _preview(text[pos:]))
-            return
-        raw = text[pos:end]
-        rej = _too_long(shard, raw, line)
-        doc = rej if rej is not None else record_to_doc(obj, shard, line)
-        yield line, doc if not isinstance(doc, str) else Reject(shard.source, line, doc, _preview(raw))
-        line += text.count("\n", pos, end)
-        pos = end
+        elif el.error is not None:
+            yield line, Reject(shard.source, line, f"malformed JSON element: {el.error}; rest of file not read",
+                               _preview(text[el.start:]))
+        else:
+            raw = text[el.start:el.end]
+            rej = _too_long(shard, raw, line)
+            doc = rej if rej is not None else record_to_doc(el.obj, shard, line)
+            yield line, doc if not isinstance(doc, str) else Reject(shard.source, line, doc, _preview(raw))
 
 
 def _csv_records(shard: Shard):

@@ -17,7 +17,7 @@ from typing import Iterator
 
 import xxhash
 
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
 
 FORMATS = ("jsonl", "json", "parquet", "csv", "text", "hf", "mediawiki")
 INPUT_KEYS = {

@@ -3,39 +3,17 @@ renamed into place when complete, so a crash never leaves a partial file under
 its final name."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curate.basics.files import TMP_PREFIX, atomic_path
 from curate.record import SCHEMA, Document, Removed, to_table
 
-TMP_PREFIX = ".tmp-"
 REMOVED_SCHEMA = SCHEMA.append(pa.field("step", pa.string())).append(pa.field("reason", pa.string())).append(pa.field("extra", pa.string()))
-
-
-@contextmanager
-def atomic_path(path: str | Path):
-    """Yield a temporary path beside ``path``; rename it onto ``path`` on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def write_json(path: str | Path, obj: Any) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
 
 
 def write_jsonl(path: str | Path, rows: list[dict]) -> None:
@@ -122,14 +100,6 @@ class ShardWriter:
         for tmp, _ in self._pending:
             if tmp.exists():
                 tmp.unlink()
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def remove_stale_tmp(folder: str | Path) -> None:

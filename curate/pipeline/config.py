@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
+from curate.basics.yamlconfig import read_yaml_mapping
 from curate.io.sources import InputSpec
-from curate.pipeline.step import GlobalStep, Step, build_step
-from curate.yamlconfig import read_yaml_mapping
+from curate.pipeline.step import GlobalStep, Step
+from curate.steps import build_step
 
 TOP_KEYS = {"inputs", "steps", "output", "batch_size"}
 OUTPUT_KEYS = {"dir", "format", "max_shard_bytes"}

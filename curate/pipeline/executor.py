@@ -1,5 +1,7 @@
-"""Executors run a task function over shards. The local one uses worker processes;
-a Ray executor (``curate.pipeline.ray_executor``) implements the same interface.
+"""Executors run a function over a list of items: the runner's (stage, shard) tasks, and any
+work a global step spreads over the run (``executor.map(fn, items)``). The local one uses
+worker processes; a Ray executor (``curate.pipeline.ray_executor``) implements the same
+interface. Executors know nothing of what the items are.
 
 A task reports progress (documents done) through :func:`report_progress`, which
 reaches the parent's progress bar whatever process the task runs in.
@@ -10,16 +12,23 @@ import multiprocessing as mp
 import os
 import queue as queue_mod
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
 
 _progress_sink: Callable[[int], None] | None = None
 
 
 def report_progress(n_docs: int) -> None:
+    """Tell the run's progress bar that ``n_docs`` more documents are done (any process)."""
     if _progress_sink is not None:
         _progress_sink(n_docs)
+
+
+def set_progress_sink(sink: Callable[[int], None] | None) -> None:
+    """Where :func:`report_progress` sends counts in this process (None: nowhere)."""
+    global _progress_sink
+    _progress_sink = sink
 
 
 def _init_worker(q) -> None:
@@ -28,11 +37,16 @@ def _init_worker(q) -> None:
 
 
 class Executor:
-    """Runs ``fn(payload)`` for every payload and yields results as they finish."""
+    """Runs ``fn(item)`` for every item and yields the results as they finish (in any order).
+    ``fn`` and the items must pickle; ``on_progress`` receives the documents ``fn`` reports.
+    ``distributed``: the items run on other machines (a global step may then spread work that
+    is too big for one process over ``map``)."""
 
     workers: int = 1
+    distributed: bool = False
 
-    def map(self, fn: Callable[[dict], dict], payloads: list[dict], on_progress: Callable[[int], None]) -> Iterator[dict]:
+    def map(self, fn: Callable[[Any], Any], items: list, on_progress: Callable[[int], None] | None = None
+            ) -> Iterator[Any]:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -50,15 +64,15 @@ class LocalExecutor(Executor):
         self._pool = None
         self._queue = None
 
-    def map(self, fn, payloads, on_progress):
-        global _progress_sink
+    def map(self, fn, payloads, on_progress=None):
+        on_progress = on_progress or _ignore
         if self.workers == 1 or len(payloads) <= 1:
-            _progress_sink = on_progress
+            set_progress_sink(on_progress)
             try:
                 for p in payloads:
                     yield fn(p)
             finally:
-                _progress_sink = None
+                set_progress_sink(None)
             return
         pool, q = self._ensure_pool()
         pending = {pool.submit(fn, p) for p in payloads}
@@ -91,16 +105,5 @@ def _drain(q, on_progress) -> None:
             return
 
 
-def make_executor(name: str = "local", workers: int | None = None, address: str | None = None) -> Executor:
-    if name == "local":
-        return LocalExecutor(workers)
-    if name == "ray":
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise CurateError("the ray executor needs Ray: pip install 'curate[ray]'") from None
-        from curate.pipeline.ray_executor import RayExecutor
-
-        return RayExecutor(workers=workers, address=address)
-    raise CurateError(f"unknown executor {name!r}; use 'local' or 'ray'")
-
+def _ignore(n_docs: int) -> None:
+    pass

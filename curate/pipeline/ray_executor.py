@@ -21,9 +21,8 @@ from typing import Callable, Iterator
 import ray
 from ray.exceptions import RayError, RayTaskError
 
-from curate.errors import CurateError
-from curate.pipeline import executor as executor_mod
-from curate.pipeline.executor import Executor
+from curate.basics.errors import CurateError
+from curate.pipeline.executor import Executor, set_progress_sink
 
 
 def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
@@ -67,12 +66,12 @@ def run_one(fn: Callable[[dict], dict], payload: dict, task: int, counter, cwd: 
         done += n_docs
         counter.report.remote(task, done)
 
-    executor_mod._progress_sink = sink
+    set_progress_sink(sink)
     try:
         result = fn(payload)
         return done, result
     finally:
-        executor_mod._progress_sink = None
+        set_progress_sink(None)
 
 
 class RayExecutor(Executor):
@@ -85,6 +84,8 @@ class RayExecutor(Executor):
     reserves per task (default 1). ``max_retries``: retries of a task whose
     worker died (default 3).
     """
+
+    distributed = True
 
     def __init__(self, workers: int | None = None, address: str | None = None,
                  cpus_per_task: float = 1.0, max_retries: int = 3) -> None:
@@ -105,9 +106,10 @@ class RayExecutor(Executor):
         self.in_flight = workers or None
         self.cpus_per_task, self.max_retries = cpus_per_task, max_retries
 
-    def map(self, fn, payloads, on_progress) -> Iterator[dict]:
+    def map(self, fn, payloads, on_progress=None) -> Iterator:
         if not payloads:
             return
+        on_progress = on_progress or (lambda n_docs: None)
         counter = DocCounter.remote()
         task = ray.remote(run_one).options(num_cpus=self.cpus_per_task, max_retries=self.max_retries,
                                            retry_exceptions=False)
@@ -150,16 +152,10 @@ class RayExecutor(Executor):
                 raise e.cause from None
             raise  # anything else: Ray's error carries the worker's traceback
         except RayError as e:
-            where = f"stage {payload.get('stage')} shard {payload.get('shard', {}).get('index')}"
+            where = (f"stage {payload.get('stage')} shard {payload.get('shard', {}).get('index')}"
+                     if isinstance(payload, dict) and "stage" in payload else f"task {payload!r:.60}")
             raise CurateError(f"{where} failed on the Ray cluster after {self.max_retries} retries "
                               f"({type(e).__name__}); rerun the same command to resume") from None
-
-    def dedup_cluster(self, shards, bands, verify):
-        """The dedup steps' clustering as Ray tasks, one per (band, key range):
-        :func:`curate.dedup.ray_reduce.ray_cluster`, same result as the in-process one."""
-        from curate.dedup.ray_reduce import ray_cluster
-
-        return ray_cluster(shards, bands, verify, max_retries=self.max_retries)
 
     def close(self) -> None:
         if self._started and ray.is_initialized():

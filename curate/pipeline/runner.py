@@ -14,6 +14,7 @@ have markers, so a run killed at any moment resumes to the same output.
 """
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
 import shutil
@@ -25,12 +26,13 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from curate import __version__
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
+from curate.basics.files import file_sha256, write_json
 from curate.io.readers import read_shard
 from curate.io.sources import Shard, fingerprint, plan_shards
-from curate.io.writers import ShardWriter, file_sha256, remove_stale_tmp, removed_table, write_json, write_jsonl, write_parquet
+from curate.io.writers import ShardWriter, remove_stale_tmp, removed_table, write_jsonl, write_parquet
 from curate.pipeline.config import PipelineConfig, load_config, segments
-from curate.pipeline.executor import Executor, make_executor, report_progress
+from curate.pipeline.executor import Executor, LocalExecutor, report_progress
 from curate.pipeline.progress import Progress
 from curate.record import Document, from_table, to_table
 
@@ -82,8 +84,23 @@ def _step_workdir(out: Path, index: int, name: str) -> Path:
     return _work(out) / f"step{index:02d}-{name}"
 
 
+def make_executor(name: str = "local", workers: int | None = None, address: str | None = None) -> Executor:
+    """The executor named ``local`` (worker processes) or ``ray`` (a Ray cluster at ``address``)."""
+    if name == "local":
+        return LocalExecutor(workers)
+    if name == "ray":
+        try:
+            from curate.pipeline.ray_executor import RayExecutor
+        except ImportError:
+            raise CurateError("the ray executor needs Ray: pip install 'curate[ray]'") from None
+        return RayExecutor(workers=workers, address=address)
+    raise CurateError(f"unknown executor {name!r}; use 'local' or 'ray'")
+
+
 def run_task(task: dict) -> dict:
     """Run one segment of the pipeline on one shard. Top level so worker processes can import it."""
+    for name in task["step_modules"]:  # the modules that registered the driver's steps (any layer)
+        importlib.import_module(name)
     cfg = load_config(task["config"])
     out, stage, shard = cfg.out_dir, task["stage"], Shard.from_dict(task["shard"])
     steps = _worker_steps(cfg)
@@ -185,6 +202,7 @@ def run_pipeline(config: str | Path | dict, out: str | Path | None = None, worke
     remove_stale_tmp(out)
     shards = plan_shards(cfg.inputs)
     steps = cfg.build_steps()
+    step_modules = sorted({type(s).__module__ for s in steps})
     segs = segments(steps)
     ex = make_executor(executor, workers) if isinstance(executor, str) else executor
     results: dict[tuple[int, int], dict] = {}
@@ -198,7 +216,8 @@ def run_pipeline(config: str | Path | dict, out: str | Path | None = None, worke
                 if marker.exists():
                     results[(stage, shard.index)] = json.loads(marker.read_text())
                 else:
-                    todo.append({"config": cfg.raw, "stage": stage, "shard": shard.to_dict()})
+                    todo.append({"config": cfg.raw, "stage": stage, "shard": shard.to_dict(),
+                                 "step_modules": step_modules})
             label = f"stage {stage + 1}/{len(segs)}" if len(segs) > 1 else "curate"
             with Progress(label, total_shards=len(shards), done_shards=len(shards) - len(todo), quiet=quiet or not todo) as bar:
                 for r in ex.map(run_task, todo, bar.docs):

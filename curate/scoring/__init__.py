@@ -1,5 +1,6 @@
-"""Scores written to ``meta``: fastText quality (``quality``, ``quality_filter``),
-language-model perplexity (``perplexity``) and reward-model scores (``reward``), and
-score-based, diversity-aware selection (``select``).
-Importing this package registers the steps; models load in each step's ``setup``."""
-from curate.scoring import perplexity, quality, reward, select  # noqa: F401
+"""Scores written to ``meta`` that need no language model: fastText quality
+(``quality``, ``quality_filter``), and score-based, diversity-aware selection (``select``; with
+a model, its closeness loads one). Importing this package registers the steps; models load in
+each step's ``setup``. The model-backed scores (``perplexity``, ``reward``, ``ifd``) live in
+``experiments/scoring``."""
+from curate.scoring import quality, select  # noqa: F401

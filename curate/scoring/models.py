@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
 
 # name -> (file name, official URL, what it is)
 MODELS = {

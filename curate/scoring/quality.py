@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
 from curate.filters.text import split_words
 from curate.pipeline.step import GlobalStep, Step, register
 from curate.record import Document, Removed

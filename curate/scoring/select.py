@@ -14,7 +14,9 @@ Candidates are taken by score, highest first; ties go to the earlier document in
 already chosen example exceeds ``radius`` is skipped; selection stops when ``top_n`` (or
 ``top_fraction`` of all documents) are chosen. Closeness is the MinHash estimate of the Jaccard
 similarity of word n-gram sets (:mod:`curate.dedup.minhash`), or with ``model`` the cosine of
-the model's mean final hidden states (:func:`train.embed.mean_hidden_states`). Every
+the model's mean final hidden states: ``select`` builds the registered ``embed`` step
+(``experiments/scoring/embed.py``, loaded with ``experiments.steps``, as the CLI does) and asks it
+for the vectors, so this core module never imports a model. Every
 candidate is compared with every chosen example (no LSH), so no close pair slips through.
 
 Removed documents carry ``score`` in ``extra``; skipped ones also ``close_to`` (the id of the
@@ -30,7 +32,7 @@ import numpy as np
 
 from curate.dedup.minhash import jaccard, minhash_signatures
 from curate.dedup.normalize import normalize_words
-from curate.pipeline.step import GlobalStep, register
+from curate.pipeline.step import GlobalStep, build_step, register
 from curate.record import Document, Removed
 
 
@@ -108,20 +110,13 @@ class Select(GlobalStep):
         self.ngram, self.num_perm, self.seed = ngram, num_perm, seed
         self.model_path, self.tokenizer_path = model, tokenizer or model
         self.batch_size, self.max_tokens, self.device = batch_size, max_tokens, device
-        self.model = self.tokenizer = None
+        self.embedder = None
 
     def setup(self) -> None:
-        if self.model_path is None or self.model is not None:
-            return
-        import torch
-
-        from train.run import load_model
-        from train.tokenizer import Tokenizer
-
-        device = "cuda" if self.device == "auto" and torch.cuda.is_available() else \
-            ("cpu" if self.device == "auto" else self.device)
-        self.model = load_model(self.model_path).to(device)
-        self.tokenizer = Tokenizer.from_file(self.tokenizer_path)
+        if self.model_path is not None and self.embedder is None:
+            self.embedder = build_step({"step": "embed", "model": self.model_path, "tokenizer": self.tokenizer_path,
+                                        "batch_size": self.batch_size, "max_tokens": self.max_tokens,
+                                        "device": self.device})
 
     def score(self, doc: Document) -> float:
         """The document's selection score (NaN when any weighted field is missing)."""
@@ -132,10 +127,8 @@ class Select(GlobalStep):
         if self.model_path is None:
             return minhash_signatures([normalize_words(t) for t in texts], self.num_perm, self.ngram, self.seed,
                                       normalized=True)
-        from train.embed import mean_hidden_states
-
         self.setup()
-        return mean_hidden_states(self.model, self.tokenizer, texts, self.batch_size, self.max_tokens)
+        return self.embedder.embed(texts)
 
     def index(self, docs, shard, workdir):
         workdir = Path(workdir)

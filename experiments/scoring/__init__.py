@@ -1,3 +1,4 @@
-"""Model-backed scoring steps: ``ifd`` (instruction-following difficulty).
-Importing this package registers the steps; models load in each step's ``setup``."""
-from experiments.scoring import ifd  # noqa: F401
+"""Model-backed scoring steps: ``perplexity`` (a train/ checkpoint), ``reward`` (a reward
+model), ``ifd`` (instruction-following difficulty) and ``embed`` (mean hidden states, for
+``select``). Importing this package registers them."""
+from experiments.scoring import embed, ifd, perplexity, reward  # noqa: F401

@@ -27,7 +27,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
+from curate.basics.device import resolve_device
 from curate.pipeline.step import Step, register
+from train.api import ifd_scores, load_model
+from train.sft import TEMPLATES, to_messages
+from train.tokenizer import Tokenizer
 
 FLAG = "prompt_does_not_help"
 
@@ -42,8 +48,6 @@ class IFDScore(Step):
     def __init__(self, model: str, tokenizer: str | None = None, template: str = "llama2", batch_size: int = 16,
                  max_tokens: int = 1024, device: str = "cpu", flag_at: float = 1.0, dtype: str = "float32"):
         super().__init__()
-        from train.sft import TEMPLATES
-
         if not (Path(model) / "config.json").is_file():
             raise ValueError(f"ifd: {model} is not a model folder (no config.json)")
         if template not in TEMPLATES:
@@ -58,20 +62,11 @@ class IFDScore(Step):
         self.model = self.tokenizer = None
 
     def setup(self) -> None:
-        import torch
-
-        from train.run import load_model
-        from train.tokenizer import Tokenizer
-
-        device = "cuda" if self.device == "auto" and torch.cuda.is_available() else \
-            ("cpu" if self.device == "auto" else self.device)
+        device = resolve_device(self.device)
         self.model = load_model(self.model_path).to(device=device, dtype=getattr(torch, self.dtype)).eval()
         self.tokenizer = Tokenizer.from_file(self.tokenizer_path)
 
     def process(self, docs):
-        from train.ifd import ifd_scores
-        from train.sft import to_messages
-
         if self.model is None:
             self.setup()
         scores = ifd_scores(self.model, self.tokenizer, [to_messages(d.meta) for d in docs], self.template,

@@ -5,14 +5,14 @@ fraction by a score, a random draw of the same token budget as another arm, a si
 degradation (answers shuffled between prompts, words replaced, answers cut). Every arm trains
 the same model from the same start under paired seeds and is scored on one held-out set.
 
-* ``kind: sft`` -- conversations; the arms run through :class:`annotations.arms.Harness`
+* ``kind: sft`` -- conversations; the arms run through :class:`experiments.compare.arms.Harness`
   (budgets in answer tokens, the same steps for all, seed i = same order and torch seed).
 * ``kind: pretrain`` -- documents (``text``); each arm's documents are tokenized, laid end to
   end in a seeded order per seed and cut into windows; the held-out loss is per held-out document.
 
 Modes: ``tokens`` -- every arm gets the same token budget (``budget``, default the smallest arm's
 tokens), drawn afresh per seed; ``steps`` -- every arm trains ``steps`` steps on its whole pool.
-The effects against ``baseline`` come from :func:`annotations.stats.compare_arms` (two-stage
+The effects against ``baseline`` come from :func:`experiments.stats.compare_arms` (two-stage
 bootstrap over seeds, then held-out items).
 
 Config (YAML, paths relative to it)::
@@ -43,12 +43,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
-from annotations import stats
-from annotations.arms import Arm, Harness, Settings, fingerprint, metric, safe_name
-from annotations.compare import decontaminate, replace_words, sample, shuffle_answers, truncate_answers
-from curate.errors import CurateError
-from curate.yamlconfig import check_keys, read_yaml_mapping
+from curate.basics.errors import CurateError
+from curate.basics.yamlconfig import check_keys, read_yaml_mapping
+from curate.pipeline.runner import run_pipeline
+from experiments import stats
+from experiments.ablate.pretrain import run_pretrain_arms
+from experiments.compare.arms import Arm, Harness, Settings, fingerprint, metric, safe_name
+from experiments.compare.run import (decontaminate, load_heldout, replace_words, sample, shuffle_answers,
+                                     truncate_answers)
+from experiments.report import write_ablation_report
+from experiments.results import Ablation, ArmSummary
+from train.api import answer_tokens
+from train.model import Llama, get_config
+from train.run import load_model
+from train.tokenizer import Tokenizer
 
 ARM_KEYS = {"name", "data", "pipeline", "top", "random", "size", "degrade"}
 
@@ -131,8 +141,6 @@ def read_items(path: str, kind: str) -> list[dict]:
     if not Path(path).is_file():
         raise CurateError(f"no such file: {path}")
     if kind == "sft":
-        from annotations.compare import load_heldout
-
         return load_heldout(path)
     if path.endswith(".jsonl"):
         rows = [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
@@ -154,9 +162,6 @@ def item_text(item: dict) -> str:
 def run_pipeline_on(items: list[dict], pipeline: str, work: Path) -> list[dict]:
     """Apply the ``steps`` of a curate pipeline YAML to ``items``; return the kept items in
     order, each with the pipeline's ``meta`` fields merged in (scores such as ``reward``)."""
-    import yaml
-
-    from curate.pipeline.runner import run_pipeline
 
     steps = (yaml.safe_load(Path(pipeline).read_text(encoding="utf-8")) or {}).get("steps") or []
     work.mkdir(parents=True, exist_ok=True)
@@ -237,12 +242,6 @@ def run_ablation(cfg: AblateConfig, out: str | Path | None = None, quiet: bool =
     (also written as ablate.json, ablate.html and figures)."""
     import torch
 
-    from annotations.ablate_report import write_report
-    from train.model import Llama, get_config
-    from train.run import load_model
-    from train.sft import encode
-    from train.tokenizer import Tokenizer
-
     out = Path(out or cfg.out or "out/ablate")
     out.mkdir(parents=True, exist_ok=True)
     tok = Tokenizer.from_file(cfg.tokenizer)
@@ -262,13 +261,7 @@ def run_ablation(cfg: AblateConfig, out: str | Path | None = None, quiet: bool =
 
     if cfg.kind == "sft":
         def sizes(items):
-            out_ = []
-            for it in items:
-                try:
-                    out_.append(encode(it, tok, cfg.template, max_len).num_loss_tokens)
-                except ValueError:
-                    out_.append(0)
-            return np.array(out_, dtype=np.int64)
+            return np.array([answer_tokens(it, tok, cfg.template, max_len) for it in items], dtype=np.int64)
     else:
         def sizes(items):
             return np.array([len(x) for x in tok.encode_batch([it["text"] for it in items], eos=True)], dtype=np.int64)
@@ -286,15 +279,13 @@ def run_ablation(cfg: AblateConfig, out: str | Path | None = None, quiet: bool =
             before = len(arms[name])
             arms[name] = [it for it in arms[name] if " ".join(it["text"].split()) not in texts]
             info[name]["dropped_heldout"] = before - len(arms[name])
-        from annotations.ablate_pretrain import run_pretrain_arms
-
         results, plan = run_pretrain_arms(cfg, arms, base, tok, heldout, out, quiet)
-    result = summarize(cfg, results, info)
+    result = summarize(cfg, results, info).to_dict()
     result.update(plan=plan, heldout={"items": len(heldout) - unscorable, "dropped_contaminated": dropped,
                                       "dropped_unscorable": unscorable,
                                       "source": cfg.heldout or f"{cfg.heldout_size} held out of {cfg.source}"},
                   config=asdict(cfg), config_hash=fingerprint(asdict(cfg)))
-    write_report(result, out, kind="data")
+    write_ablation_report(result, out, kind="data")
     return result
 
 
@@ -319,25 +310,24 @@ def _run_sft(cfg, arms, base, tok, heldout, out, quiet):
     return results, {k: v for k, v in harness.plan.items() if not k.startswith("_")}, harness
 
 
-def summarize(cfg: AblateConfig, results: dict, info: dict) -> dict:
+def summarize(cfg: AblateConfig, results: dict, info: dict) -> Ablation:
     """Per arm: held-out loss with its interval and the effect against the baseline."""
     losses = metric(results)
     main = {n: losses[n] for n in info}
     comp = stats.compare_arms(main, higher_is_better=False, n_boot=cfg.n_boot, seed=cfg.seed)
-    out = {"kind": cfg.kind, "mode": cfg.mode, "baseline": cfg.baseline, "loss": comp,
-           "metric": "held-out loss (nats/token, lower is better)", "arms": {}}
+    out = Ablation(kind=cfg.kind, mode=cfg.mode, baseline=cfg.baseline, loss=comp,
+                   metric="held-out loss (nats/token, lower is better)")
     for name, runs in results.items():
         curve = [[t, float(np.mean([r["val_curve"][i][1] for r in runs]))] for i, (t, _) in enumerate(runs[0]["val_curve"])]
-        out["arms"][name] = {**info.get(name, {}), "curve": curve,
-                             "trained_tokens": [r["trained_tokens"] for r in runs],
-                             "budget_tokens": runs[0].get("budget_tokens"),
-                             "answer_tokens": [r.get("answer_tokens") for r in runs],
-                             "effect": None if name == cfg.baseline or name not in main else comp["pairs"][f"{name}|{cfg.baseline}"]}
+        out.arms[name] = ArmSummary(
+            info=info.get(name, {}), curve=curve, trained_tokens=[r["trained_tokens"] for r in runs],
+            budget_tokens=runs[0].get("budget_tokens"), answer_tokens=[r.get("answer_tokens") for r in runs],
+            effect=None if name == cfg.baseline or name not in main else comp["pairs"][f"{name}|{cfg.baseline}"])
     if cfg.noise_floor:
         halves = [f"{cfg.noise_floor} (half {k + 1})" for k in range(2)]
-        out["noise_floor"] = stats.noise_floor(losses[halves[0]], losses[halves[1]], cfg.n_boot, cfg.seed)
+        out.noise_floor = stats.noise_floor(losses[halves[0]], losses[halves[1]], cfg.n_boot, cfg.seed)
         for name in info:
-            eff = out["arms"][name]["effect"]
+            eff = out.arms[name].effect
             if eff:
-                eff["below_noise_floor"] = abs(eff["diff"]) < out["noise_floor"]["floor"]
+                eff["below_noise_floor"] = abs(eff["diff"]) < out.noise_floor["floor"]
     return out

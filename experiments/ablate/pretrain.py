@@ -1,20 +1,24 @@
-"""Pretraining arms of a data ablation (``kind: pretrain`` in :mod:`annotations.ablate`).
+"""Pretraining arms of a data ablation (``kind: pretrain`` in :mod:`experiments.ablate.data`).
 
 Each arm's documents are tokenized (BOS text EOS), laid end to end in a seeded order per seed
 and cut into windows of ``seq_len + 1`` tokens; in ``tokens`` mode every arm uses exactly the same
 number of windows (its token budget), in ``steps`` mode its whole pool, cycled. The held-out loss
 is per held-out document (its first ``seq_len + 1`` tokens), so arms compare cell by cell
-([seeds, documents]) in :func:`annotations.stats.compare_arms`.
+([seeds, documents]) in :func:`experiments.stats.compare_arms`.
 """
 from __future__ import annotations
 
 import copy
-import json
 
 import numpy as np
 
-from annotations.arms import fingerprint, safe_name
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
+from experiments.compare.arms import fingerprint
+from experiments.harness import Grid
+from train import distributed
+from train.api import doc_losses
+from train.config import TrainConfig
+from train.trainer import LoopState, build_optimizer, train_loop
 
 
 class ArmStream:
@@ -70,44 +74,27 @@ def doc_batches(docs: list[np.ndarray], seq_len: int, batch_size: int, pad_id: i
     return out
 
 
-def doc_losses(model, batches: list[dict]) -> list[float]:
-    """Mean next-token loss (nats) of each held-out document."""
+def pretrain_arm(base, docs: list[np.ndarray], heldout: list[np.ndarray], hp: dict, seed: int, steps: int,
+                 limit: int | None, eval_points: int = 4, pad_id: int = 0) -> dict:
+    """Train a copy of ``base`` for ``steps`` steps on one arm's windows at ``seed``; ``heldout``:
+    token ids of the held-out documents (at most seq_len + 1 each)."""
     import torch
-    import torch.nn.functional as F
-
-    model.eval()
-    out = []
-    with torch.no_grad():
-        for b in batches:
-            logits = model(b["inputs"]).float()
-            nll = F.cross_entropy(logits.transpose(1, 2), b["targets"], ignore_index=-100, reduction="none")
-            out += (nll.sum(1) / (b["targets"] != -100).sum(1)).tolist()
-    return [round(x, 6) for x in out]
-
-
-def pretrain_arm(base, docs: list[np.ndarray], heldout: list[dict], hp: dict, seed: int, steps: int,
-                 limit: int | None, eval_points: int = 4) -> dict:
-    """Train a copy of ``base`` for ``steps`` steps on one arm's windows at ``seed``."""
-    import torch
-
-    from train import distributed
-    from train.config import TrainConfig
-    from train.trainer import LoopState, build_optimizer, train_loop
 
     tc = TrainConfig(**{**hp, "steps": steps, "ckpt_every": 0, "log_every": steps,
                         "eval_every": max(1, steps // max(1, eval_points))})
     data = ArmStream(docs, tc.seq_len, tc.batch_size, seed, limit)
+    val = doc_batches(heldout, tc.seq_len, 16, pad_id)
     torch.manual_seed(seed)
     model = copy.deepcopy(base)
     world = distributed.World()
     state = train_loop(model, build_optimizer(model, tc), data, tc, world, state=LoopState(),
-                       val_batches=lambda: heldout, quiet=True)
+                       val_batches=lambda: val, quiet=True)
     per_step = tc.batch_size * tc.seq_len
     return {"seed": seed, "steps": state.step, "trained_tokens": state.tokens, "tokens_seen": data.tokens_seen,
             "distinct_tokens": len(data.windows_seen) * tc.seq_len, "budget_tokens": None if limit is None else limit * tc.seq_len,
             "train_loss": [round(x, 5) for x in state.losses],
             "val_curve": [[s * per_step, round(v, 5)] for s, v in state.val_losses],
-            "heldout_loss": doc_losses(model, heldout)}
+            "heldout_loss": [round(x, 6) for x in doc_losses(model, heldout, 16, pad_id)]}
 
 
 
@@ -118,8 +105,8 @@ def run_pretrain_arms(cfg, arms: dict, base, tok, heldout: list[dict], out, quie
     seq, batch = int(hp["seq_len"]), int(hp["batch_size"])
     docs = {n: [np.asarray(x, np.int64) for x in tok.encode_batch([it["text"] for it in items], eos=True)]
             for n, items in arms.items()}
-    held = doc_batches([np.asarray(x, np.int64) for x in tok.encode_batch([h["text"] for h in heldout], eos=True)
-                        if len(x) >= 2], seq, 16, tok.pad_id)
+    held = [np.asarray(x, np.int64)[: seq + 1] for x in tok.encode_batch([h["text"] for h in heldout], eos=True)
+            if len(x) >= 2]
     if cfg.mode == "tokens":
         most = min(sum(len(d) for d in ds) // (seq + 1) * seq for ds in docs.values())
         budget = cfg.budget or most
@@ -132,19 +119,7 @@ def run_pretrain_arms(cfg, arms: dict, base, tok, heldout: list[dict], out, quie
     plan = {"mode": cfg.mode, "steps": steps, "budget_tokens": None if limit is None else limit * seq,
             "train": hp, "seeds": cfg.seeds, "heldout": fingerprint([h["text"] for h in heldout]),
             "arms": {n: fingerprint([it["text"] for it in items]) for n, items in arms.items()}}
-    path = out / "plan.json"
-    if path.is_file() and json.loads(path.read_text()) != json.loads(json.dumps(plan)):
-        raise CurateError(f"{out} holds a different ablation plan; use a new output folder")
-    path.write_text(json.dumps(plan, indent=1))
-    results = {n: [] for n in arms}
-    for seed in range(cfg.seeds):
-        for name in arms:
-            rpath = out / "runs" / safe_name(name) / f"seed_{seed}.json"
-            if not rpath.is_file():
-                if not quiet:
-                    print(f"[ablate] training {name} seed {seed}", flush=True)
-                rec = pretrain_arm(base, docs[name], held, dict(hp), seed, steps, limit, cfg.eval_points)
-                rpath.parent.mkdir(parents=True, exist_ok=True)
-                rpath.write_text(json.dumps({"arm": name, **rec}))
-            results[name].append(json.loads(rpath.read_text()))
+    results = Grid(out, plan, list(arms), cfg.seeds, label="ablate").run(
+        lambda name, seed: {"arm": name, **pretrain_arm(base, docs[name], held, dict(hp), seed, steps, limit,
+                                                        cfg.eval_points, tok.pad_id)}, quiet)
     return results, plan

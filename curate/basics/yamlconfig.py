@@ -1,12 +1,13 @@
 """Reading YAML configs safely, with one-line errors."""
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
 
 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
@@ -31,8 +32,6 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
 def check_keys(raw: Any, cls, required: tuple[str, ...], what: str) -> None:
     """One-line CurateErrors for a config mapping meant for dataclass ``cls``: not a
     mapping, a key ``cls`` has no field for, or a missing ``required`` key."""
-    from dataclasses import fields
-
     if not isinstance(raw, dict):
         raise CurateError(f"{what}: expected a mapping")
     names = {f.name for f in fields(cls)}

@@ -9,7 +9,13 @@ from pathlib import Path
 import click
 import yaml
 
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
+from curate.cli.pipeline import print_summary
+from curate.io.readers import read_shard
+from curate.io.sources import InputSpec, plan_shards
+from curate.pipeline.runner import rule_of, run_pipeline
+from curate.scoring.models import MODELS, fetch, model_path
+from curate.scoring.quality import train_classifier
 
 DEFAULT_RULES = "gopher_quality,gopher_repetition,c4_quality,fineweb_quality"
 
@@ -29,9 +35,6 @@ def _params(pairs: tuple[str, ...], steps: list[dict]) -> None:
 
 
 def _run(inputs: tuple[str, ...], steps: list[dict], out: str, workers, quiet: bool, overwrite: bool, text_field: str):
-    from curate.pipeline.cli import print_summary
-    from curate.pipeline.runner import run_pipeline
-
     config = {"inputs": [{"path": p, "text_field": text_field} for p in inputs], "steps": steps, "output": {"dir": out}}
     stats = run_pipeline(config, workers=workers, quiet=quiet, overwrite=overwrite)
     if not quiet:
@@ -114,9 +117,6 @@ def score_cmd(inputs, lid, lid_model, quality_model, perplexity_model, ifd_model
 
 def read_texts(paths: tuple[str, ...], text_field: str, limit: int | None) -> list[str]:
     """Texts of every document in ``paths`` (any input format curate reads)."""
-    from curate.io.readers import read_shard
-    from curate.io.sources import InputSpec, plan_shards
-
     texts: list[str] = []
     for shard in plan_shards([InputSpec.parse({"path": p, "text_field": text_field}) for p in paths]):
         for docs, _ in read_shard(shard):
@@ -151,8 +151,6 @@ def classifier_train_cmd(positive, negative, out, text_field, max_docs, test_fra
       curate classifier train --positive wiki.jsonl --negative c4.jsonl --out quality.bin
       curate score c4.jsonl --out out/scored --quality-model quality.bin
     """
-    from curate.scoring.quality import train_classifier
-
     figures = train_classifier(read_texts(positive, text_field, max_docs), read_texts(negative, text_field, max_docs),
                                out, test_fraction=test_fraction, epoch=epoch, lr=lr, bucket=bucket, seed=seed)
     click.echo(f"trained on {figures['train']} documents ({figures['train_positive']} positive, "
@@ -175,8 +173,6 @@ def models_fetch_cmd(name):
     Example:
       curate models fetch lid
     """
-    from curate.scoring.models import fetch
-
     click.echo(f"{name}: {fetch(name)}")
 
 
@@ -188,8 +184,6 @@ def models_list_cmd():
     Example:
       curate models list
     """
-    from curate.scoring.models import MODELS, model_path
-
     for name, (_, url, what) in MODELS.items():
         p = model_path(name)
         click.echo(f"{name:<8} {'present' if p.is_file() else 'missing':<8} {p}  -- {what}")
@@ -212,7 +206,6 @@ def inspect_cmd(out, step, rule, samples, width, seed):
     """
     import pyarrow.parquet as pq
 
-    from curate.pipeline.runner import rule_of
 
     files = sorted((Path(out) / "removed").glob("*.parquet"))
     if not files:
@@ -233,6 +226,3 @@ def inspect_cmd(out, step, rule, samples, width, seed):
             shown = text[:width] + (" ..." if len(text) > width else "")
             click.echo(f"  [{row['id']}] {click.style(row['reason'], fg='yellow')}  ({row['source']})")
             click.echo(textwrap.indent(textwrap.fill(shown, 100), "    "))
-
-
-COMMANDS = [filter_cmd, score_cmd, classifier_group, models_group, inspect_cmd]

@@ -1,4 +1,6 @@
-"""Dedup clustering spread over a Ray cluster: a drop-in for :func:`curate.dedup.lsh.cluster`.
+"""Dedup clustering spread over the run's executor (``executor.map``), one task per
+(band, key range): a drop-in for :func:`curate.dedup.lsh.cluster`, used when the executor
+is distributed (Ray), where no one process should hold every band key.
 
 The shuffle: each shard's index already holds its band keys sorted, so the
 task for (band, key range) reads just that range from every shard's
@@ -19,12 +21,12 @@ joined within a task, so it is at least the local figure.
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import Callable
 
 import numpy as np
-import ray
 
-from curate.dedup.lsh import PARTITION_ROWS, ShardIndex, _bucket_pairs
+from curate.dedup.lsh import PARTITION_ROWS, ShardIndex, bucket_pairs
 from curate.dedup.unionfind import UnionFind
 
 VERIFY_CHUNK = 262_144  # candidate pairs verified at once: 2 x 256 Ki signatures in memory
@@ -47,7 +49,7 @@ def key_range_forest(shards: list[ShardIndex], band: int, lo: int, hi: int | Non
         ids.append(np.asarray(s.load("rows")[band, a:b], np.int64) + s.offset)
     keys, ids = np.concatenate(keys), np.concatenate(ids)
     order = np.argsort(keys, kind="stable")
-    u, v = _bucket_pairs(keys[order], ids[order])
+    u, v = bucket_pairs(keys[order], ids[order])
     if not len(u):
         return np.zeros(0, np.int64), np.zeros(0, np.int64), 0, 0
     nodes, local = np.unique(np.concatenate([u, v]), return_inverse=True)
@@ -70,27 +72,27 @@ def key_range_forest(shards: list[ShardIndex], band: int, lo: int, hi: int | Non
     return nodes[joined], nodes[roots[joined]], candidates, rejected
 
 
-def ray_cluster(shards: list[ShardIndex], bands: int,
-                verify: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
-                partition_rows: int | None = None, max_retries: int = 3) -> tuple[UnionFind, dict[str, int]]:
-    """:func:`curate.dedup.lsh.cluster` with one Ray task per (band, key range).
+def range_task(shards: list[ShardIndex], verify, cwd: str, band_range: tuple[int, int, int | None]):
+    """One task of :func:`spread_cluster`: :func:`key_range_forest` of ``(band, lo, hi)``."""
+    band, lo, hi = band_range
+    return key_range_forest(shards, band, lo, hi, verify, cwd)
+
+
+def spread_cluster(shards: list[ShardIndex], bands: int, verify: Callable[[np.ndarray, np.ndarray], np.ndarray] | None,
+                   executor, partition_rows: int | None = None) -> tuple[UnionFind, dict[str, int]]:
+    """:func:`curate.dedup.lsh.cluster` as ``executor.map`` tasks, one per (band, key range).
 
     ``verify(u, v)`` takes dense ids and runs inside the tasks, so it is shipped to
     them: it must not hold large arrays (memory-mapped files are fine once reopened).
-    Needs ``ray.init`` done and the index files on a filesystem every node sees."""
+    The index files must be on a filesystem every task sees."""
     bare = [ShardIndex(s.shard, s.n, s.offset, s.files) for s in shards]  # no cached arrays to ship
     n_keys = sum(np.load(s.files["keys"], mmap_mode="r").shape[1] for s in bare)
     parts = max(1, -(-n_keys // (partition_rows or PARTITION_ROWS)))
     bounds = [0] + [((1 << 64) * p) // parts for p in range(1, parts)] + [None]
-    task = ray.remote(key_range_forest).options(num_cpus=1, max_retries=max_retries)
-    shards_ref, verify_ref, cwd = ray.put(bare), ray.put(verify), os.getcwd()
-    pending = [task.remote(shards_ref, band, bounds[p], bounds[p + 1], verify_ref, cwd)
-               for band in range(bands) for p in range(parts)]
+    items = [(band, bounds[p], bounds[p + 1]) for band in range(bands) for p in range(parts)]
     uf = UnionFind(sum(s.n for s in shards))
     counts = {"candidate_pairs": 0, "rejected_pairs": 0}
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        child, parent, candidates, rejected = ray.get(done[0])
+    for child, parent, candidates, rejected in executor.map(partial(range_task, bare, verify, os.getcwd()), items):
         uf.union(child, parent)
         counts["candidate_pairs"] += candidates
         counts["rejected_pairs"] += rejected

@@ -27,9 +27,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from curate.errors import CurateError
-from train.generate import generate
-from train.sft import segments
+from annotations.records import SFTConversation, to_document
+from curate.basics.device import resolve_device
+from curate.basics.errors import CurateError
+from curate.basics.files import write_json
+from train.api import RewardModel, generate, load_examples, load_model, prompt_ids, score
+from train.checkpoint import latest_checkpoint
+from train.config import build_config, read_config_source
+from train.tokenizer import Tokenizer
 
 
 @dataclass
@@ -65,8 +70,6 @@ class SampleConfig:
 
 def load_sample_config(source) -> SampleConfig:
     """A SampleConfig from a YAML path or a dict; unknown keys are one-line errors."""
-    from train.config import build_config, read_config_source
-
     if isinstance(source, SampleConfig):
         return source
     data, where = read_config_source(source)
@@ -94,9 +97,6 @@ def policy_specs(cfg: SampleConfig) -> list[dict]:
 
 def load_policy(path, device=None):
     """A Llama from our directory, a run directory (newest checkpoint) or a Hugging Face one."""
-    from train.checkpoint import latest_checkpoint
-    from train.run import load_model
-
     path = Path(path)
     ckpt = latest_checkpoint(path) if not (path / "config.json").is_file() else None
     model = load_model(ckpt or path)
@@ -105,8 +105,6 @@ def load_policy(path, device=None):
 
 def load_tokenizer_for(spec: dict, default: str | None):
     """The policy's tokenizer: its own ``tokenizer``, else one in its directory, else ``default``."""
-    from train.tokenizer import Tokenizer
-
     path = Path(spec["path"])
     here = [path / n for n in ("tokenizer.model", "tokenizer.json") if (path / n).is_file()]
     chosen = spec.get("tokenizer") or (here[0] if here else default)
@@ -137,8 +135,7 @@ def prompt_id(prompt: list[dict]) -> str:
 def encode_prompt(prompt: list[dict], tokenizer, template: str, max_len: int) -> list[int]:
     """Token ids the model continues with an answer: the template's prompt segments. Longer than
     ``max_len``: BOS and the last tokens are kept. Raises ValueError for a malformed prompt."""
-    parts = segments({"messages": prompt + [{"role": "assistant", "content": "x"}]}, template)[:-1]
-    ids = [t for text, _, bos, eos in parts for t in tokenizer.encode(text, bos=bos, eos=eos)]
+    ids = prompt_ids({"messages": prompt + [{"role": "assistant", "content": "x"}]}, tokenizer, template)
     return ids if len(ids) <= max_len else ids[:1] + ids[len(ids) - max_len + 1:]
 
 
@@ -183,8 +180,6 @@ def generate_candidates(model, tokenizer, prompts: list[list[dict]], k: int, *, 
 
 def score_candidates(rows: list[dict], rm, tokenizer, batch_size: int = 16) -> list[dict]:
     """Set each row's ``reward`` (NaN when the conversation cannot be encoded) in place; returns rows."""
-    from train.reward import score
-
     rewards = score(rm, tokenizer, [r["prompt"] for r in rows], [r["answer"] for r in rows], batch_size=batch_size)
     for r, v in zip(rows, rewards):
         r["reward"] = v
@@ -247,8 +242,6 @@ def to_sft_rows(selected: list[dict], source: str = "rejection_sampling", extra:
     """Selected rows as SFT records in the annotations' canonical layout (a Document's id, text
     and meta flattened: kind "sft", messages, vendor, annotator = the policy, ...), with
     ``provenance``: model, round, sample, seed, reward, rank, candidates, plus ``extra``."""
-    from annotations.records import SFTConversation, to_document
-
     out = []
     for i, r in enumerate(selected):
         conv = SFTConversation(messages=r["prompt"] + [{"role": "assistant", "content": r["answer"]}],
@@ -340,15 +333,10 @@ def render_html(report: dict) -> str:
 
 def run_sampling(cfg, log=print) -> dict:
     """``curate sample``: generate (or reuse), score, pool, select, write, report. Returns the report."""
-    from train.reward import RewardModel
-    from train.sft import load_examples
-    from train.tokenizer import Tokenizer
-
     cfg = load_sample_config(cfg)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
+    device = torch.device(resolve_device(cfg.device))
     rm_dir = Path(cfg.reward_model)
     rm = RewardModel.load(rm_dir, device=device)
     rm_tok = Tokenizer.from_file(rm_dir)
@@ -398,7 +386,7 @@ def run_sampling(cfg, log=print) -> dict:
               "pooled": len(pooled), "kept": len(selected), "unscored": sum(math.isnan(r["reward"]) for r in rows),
               "reward_model": str(rm_dir), "curves": curves, "config": asdict(cfg),
               "kept_from": {m: sum(r["model"] == m for r in selected) for m in sorted({r["model"] for r in selected})}}
-    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    write_json(out / "report.json", report, indent=1)
     if curves:
         plot_curves(curves, out / "reward_vs_k.png")
     (out / "report.html").write_text(render_html(report), encoding="utf-8")

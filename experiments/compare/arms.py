@@ -4,7 +4,7 @@ An *arm* is a named pool of SFT conversations (a vendor's data, a data recipe, .
 arm is fine-tuned from the same base model with the same tokenizer, template, hyperparameters
 and number of steps; seed ``i`` gives every arm the same data-order generator (and, through
 ``train.run.sft``, the same torch seed). The held-out set is shared, so each (arm, seed) run
-yields one answer loss per held-out prompt: the ``[S, P]`` arrays :mod:`annotations.stats`
+yields one answer loss per held-out prompt: the ``[S, P]`` arrays :mod:`experiments.stats`
 compares.
 
 Budget: every arm in a budget group is subsampled to the same number of answer tokens
@@ -23,9 +23,7 @@ holding a different plan is refused rather than mixed.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +32,10 @@ from typing import Callable
 import numpy as np
 import xxhash
 
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
+from curate.basics.files import json_sha256
+from experiments.harness import Grid, safe_name
+from train.api import answer_ids, answer_losses, answer_tokens, finetune, packed_rows, prompt_ids
 
 BUDGETS = ("tokens", "examples", "all")
 
@@ -89,13 +90,7 @@ def prompt_key(example: dict) -> str:
     return " ".join(" ".join(f"{m.get('role')}: {m.get('content')}" for m in turns).lower().split())
 
 
-def safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:80] or "arm"
-
-
-def fingerprint(obj) -> str:
-    """sha256 (first 16 hex digits) of the canonical JSON of ``obj``."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+fingerprint = json_sha256  # sha256 (first 16 hex digits) of the canonical JSON of an object
 
 
 def _order(keys: list[str], seed: int, salt: str = "") -> np.ndarray:
@@ -177,52 +172,30 @@ class Harness:
                 "_subsets": subsets}
 
     def _default_steps(self, subsets: dict) -> int:
-        from train.sft import encode_all, pack
-
         s = self.settings
-        rows = []
-        for arm in self.arms:
-            idx = subsets[arm.name][0]
-            enc, _ = encode_all([arm.examples[i] for i in idx], self.tokenizer, s.template, s.max_len)
-            rows.append(len(pack(enc, s.max_len - 1)))
+        rows = [packed_rows([arm.examples[i] for i in subsets[arm.name][0]], self.tokenizer, s.template, s.max_len)
+                for arm in self.arms]
         return max(1, round(s.epochs * float(np.mean(rows)) / int(s.train.get("batch_size", 8))))
+
+    def grid(self) -> Grid:
+        """The (arm, seed) grid in ``run_dir`` with this plan (the subsets themselves left out)."""
+        plan = {k: v for k, v in self.plan.items() if not k.startswith("_")}
+        return Grid(self.run_dir, plan, [a.name for a in self.arms], self.settings.seeds, label="compare")
 
     def check_run_dir(self) -> None:
         """Write plan.json, or refuse a run dir that holds a different plan."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        plan = {k: v for k, v in self.plan.items() if not k.startswith("_")}
-        path = self.run_dir / "plan.json"
-        if path.is_file():
-            old = json.loads(path.read_text())
-            if old != json.loads(json.dumps(plan)):
-                changed = sorted(k for k in plan if old.get(k) != json.loads(json.dumps(plan[k])))
-                raise CurateError(f"{self.run_dir} holds a different plan (changed: {', '.join(changed)}); "
-                                  f"use a new output folder")
-        else:
-            _write_json(path, plan)
+        self.grid().check_plan()
 
     def result_path(self, arm: str, seed: int) -> Path:
-        return self.run_dir / "runs" / safe_name(arm) / f"seed_{seed}.json"
+        return self.grid().path(arm, seed)
 
     def run(self, scorer: Callable | None = None, quiet: bool = True) -> dict[str, list[dict]]:
         """Train and evaluate every (arm, seed) not already done; return arm -> per-seed results."""
-        self.check_run_dir()
-        out = {}
-        for seed in range(self.settings.seeds):  # seed-major: a crash leaves every arm equally far
-            for arm in self.arms:
-                path = self.result_path(arm.name, seed)
-                if not path.is_file():
-                    if not quiet:
-                        print(f"[compare] training {arm.name} seed {seed}", flush=True)
-                    _write_json(path, self.run_one(arm, seed, scorer))
-        for arm in self.arms:
-            out[arm.name] = [json.loads(self.result_path(arm.name, s).read_text()) for s in range(self.settings.seeds)]
-        return out
+        arms = {a.name: a for a in self.arms}
+        return self.grid().run(lambda name, seed: self.run_one(arms[name], seed, scorer), quiet)
 
     def run_one(self, arm: Arm, seed: int, scorer: Callable | None = None) -> dict:
         """Fine-tune the base on this arm's subsample at ``seed``; score the held-out set."""
-        from train.run import sft
-
         s = self.settings
         idx = self.plan["_subsets"][arm.name][seed]
         examples = [arm.examples[i] for i in idx]
@@ -231,7 +204,7 @@ class Harness:
         hp = {**s.train, "steps": steps, "eval_every": max(1, steps // max(1, s.eval_points)),
               "eval_batches": math.ceil(len(self.heldout) / batch), "log_every": steps, "ckpt_every": 0}
         t0 = time.perf_counter()
-        model, result = sft(model=self.base, tokenizer=self.tokenizer, examples=examples, hyperparams=hp,
+        model, result = finetune(model=self.base, tokenizer=self.tokenizer, examples=examples, hyperparams=hp,
                             seed=seed, template=s.template, val_examples=self.heldout, quiet=True)
         seconds = time.perf_counter() - t0
         record = {"arm": arm.name, "seed": seed, "examples": len(examples),
@@ -251,19 +224,13 @@ class Harness:
         mismatched ones (each answer after the prompt of another held-out example, a seeded
         derangement). Both score the same answer tokens: the first ones that fit in seq_len after
         either prompt, so a model that ignores the prompt has a gain of exactly zero."""
-        from train.sft import Encoded, segments
-
         s, tok = self.settings, self.tokenizer
         n = len(self.heldout)
         perm = np.random.default_rng(0).permutation(n)
         other = np.empty(n, dtype=int)
         other[perm] = np.roll(perm, 1)  # example i takes the prompt of example other[i] != i
-        prompts, answers = [], []
-        for ex in self.heldout:
-            parts = segments(ex, s.template)
-            prompts.append([t for text, _, bos, eos in parts[:-1] for t in tok.encode(text, bos=bos, eos=eos)])
-            text, _, bos, eos = parts[-1]
-            answers.append(tok.encode(text, bos=bos, eos=eos))
+        prompts = [prompt_ids(ex, tok, s.template) for ex in self.heldout]
+        answers = [answer_ids(ex, tok, s.template) for ex in self.heldout]
         right, mismatched = [], []
         for i, j in enumerate(other):
             k = s.max_len - max(len(prompts[i]), len(prompts[j]))
@@ -271,7 +238,7 @@ class Harness:
                 k = 0
             for out, p in ((right, prompts[i]), (mismatched, prompts[j])):
                 a = answers[i][:k]
-                out.append(Encoded(p + a, [-100] * len(p) + a) if k else None)
+                out.append((p, a) if k else None)
         model = model if model is not None else self.base
         score = [x is not None for x in right]
         losses = [heldout_losses(model, tok, [x for x in enc if x is not None], s.template, s.max_len)
@@ -285,19 +252,12 @@ class Harness:
 
 
 def _answer_tokens(example, tokenizer, settings: Settings) -> int:
-    from train.sft import encode
-
-    try:
-        return encode(example, tokenizer, settings.template, settings.max_len).num_loss_tokens
-    except (ValueError, TypeError, AttributeError):
-        return 0
+    return answer_tokens(example, tokenizer, settings.template, settings.max_len)
 
 
 def heldout_losses(model, tokenizer, heldout: list[dict], template: str, max_len: int) -> list[float]:
     """Answer-token loss (nats/token) per held-out conversation (NaN where none is left)."""
-    from train.sft import answer_loss
-
-    return [round(x, 6) for x in answer_loss(model, tokenizer, heldout, template, batch_size=16, max_len=max_len)]
+    return [round(x, 6) for x in answer_losses(model, tokenizer, heldout, template, max_len=max_len, batch_size=16)]
 
 
 def metric(results: dict[str, list[dict]], key: str = "heldout_loss") -> dict[str, np.ndarray]:
@@ -315,10 +275,3 @@ def _model_hash(model) -> str:
         h.update(f"{name}{tuple(t.shape)}{float(flat.double().sum()):.6e}".encode())
         h.update(flat[:1024].float().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False))
-    tmp.replace(path)

@@ -5,7 +5,7 @@ key/value heads, each shared by a group of query heads) and multi-query attentio
 head), with the SwiGLU width raised so that every variant has the parameters of the MHA model.
 Each variant is pretrained the same way on the same token shards over paired seeds (seed i: the
 same data order for every variant) and scored per held-out window, so variants are compared with
-the paired bootstrap of :mod:`annotations.stats`. For inference it reports KV-cache bytes per
+the paired bootstrap of :mod:`experiments.stats`. For inference it reports KV-cache bytes per
 token, decode tokens/s at several batch sizes and context lengths, and the largest batch that fits
 a memory budget.
 
@@ -31,12 +31,21 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from curate.errors import CurateError
+from curate.basics.device import resolve_device
+from curate.basics.errors import CurateError
+from curate.basics.files import write_json
+from curate.basics.texts import read_texts
+from experiments import stats
+from experiments.report import write_ablation_report
+from experiments.compare.arms import fingerprint
+from experiments.harness import Grid, safe_name
+from train.api import doc_losses
 from train.config import PretrainConfig, TrainConfig, load_config
+from train.data import TokenWindows, tokenize_shards
 from train.model import Llama, LlamaConfig, get_config
-
+from train.run import pretrain
+from train.tokenizer import Tokenizer
 
 # --------------------------------------------------------------------------- variants
 
@@ -163,7 +172,7 @@ def inference_report(cfg: LlamaConfig, batch_sizes: list[int], contexts: list[in
                      memory_gib: float, device: str | None = None, seed: int = 0) -> dict:
     """KV bytes per token, decode speed per (batch, context) and the largest batch per context for
     a model of shape ``cfg`` with random weights (speed does not depend on the values)."""
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = torch.device(resolve_device(device))
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     torch.manual_seed(seed)
     with torch.device(dev):  # initialised where it runs: a 7B model's init on a CPU takes minutes
@@ -250,35 +259,19 @@ def write_text_shards(paths: list[str], tokenizer: str, target: Path) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from train.cli import _texts
-    from train.data import tokenize_shards
-    from train.tokenizer import Tokenizer
-
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / "texts.parquet"
-    pq.write_table(pa.table({"text": list(_texts(paths, "text"))}), staging)
+    pq.write_table(pa.table({"text": list(read_texts(paths, "text"))}), staging)
     return tokenize_shards([staging], Tokenizer.from_file(tokenizer), target)
 
 
-@torch.no_grad()
 def window_losses(model: Llama, windows, batch_size: int = 16) -> list[float]:
     """Mean next-token loss (nats) of every held-out window of a :class:`train.data.TokenWindows`."""
-    model.eval()
-    device = model.output.weight.device
-    rows, out = windows.val, []
-    for i in range(0, len(rows), batch_size):
-        inputs, targets = windows._windows(rows[i: i + batch_size])
-        logits = model(inputs.to(device)).float()
-        nll = F.cross_entropy(logits.transpose(1, 2), targets.to(device), reduction="none")
-        out += nll.mean(1).tolist()
-    return [round(x, 6) for x in out]
+    return [round(x, 6) for x in doc_losses(model, windows.val_tokens(), batch_size)]
 
 
 def train_variant(name: str, model_cfg: LlamaConfig, shards: Path, cfg: ArchConfig, seed: int, run_dir: Path) -> dict:
     """Pretrain one variant at one seed (resumable through train.run.pretrain) and score it."""
-    from train.data import TokenWindows
-    from train.run import pretrain
-
     tc = replace(cfg.train, ckpt_every=0)
     result = pretrain(PretrainConfig(run_dir=str(run_dir), shards=str(shards), model=asdict(model_cfg), seed=seed,
                                      val_fraction=cfg.val_fraction, train=tc), quiet=True)
@@ -291,10 +284,6 @@ def train_variant(name: str, model_cfg: LlamaConfig, shards: Path, cfg: ArchConf
 
 def run_arch(cfg: ArchConfig, out: str | Path | None = None, quiet: bool = True) -> dict:
     """Everything `curate ablate arch` does; writes arch.json, arch.html and figures in ``out``."""
-    from annotations import stats
-    from annotations.arms import fingerprint
-    from annotations.ablate_report import write_report
-
     out = Path(out or cfg.out or "out/ablate_arch")
     out.mkdir(parents=True, exist_ok=True)
     shards = prepare_shards(cfg, out)
@@ -312,16 +301,12 @@ def run_arch(cfg: ArchConfig, out: str | Path | None = None, quiet: bool = True)
             "params_vs_baseline": mcfg.num_params(exclude_embeddings=True) / ref.num_params(exclude_embeddings=True) - 1,
             "kv_bytes_per_token_bf16": kv_bytes_per_token(mcfg)}
     if cfg.seeds > 0 and cfg.train.steps > 0:
-        runs = {n: [] for n in specs}
-        for seed in range(cfg.seeds):  # seed-major, like the vendor harness
-            for name, mcfg in specs.items():
-                path = out / "runs" / _slug(name) / f"seed_{seed}.json"
-                if not path.is_file():
-                    if not quiet:
-                        print(f"[ablate arch] training {name} seed {seed}", flush=True)
-                    record = train_variant(name, mcfg, shards, cfg, seed, path.parent / f"run_{seed}")
-                    path.write_text(json.dumps(record))
-                runs[name].append(json.loads(path.read_text()))
+        plan = {"variants": {n: asdict(m) for n, m in specs.items()}, "train": asdict(cfg.train),
+                "seeds": cfg.seeds, "val_fraction": cfg.val_fraction,
+                "shards": fingerprint(json.loads((shards / "index.json").read_text()))}
+        grid = Grid(out, plan, list(specs), cfg.seeds, label="ablate arch")
+        runs = grid.run(lambda name, seed: train_variant(name, specs[name], shards, cfg, seed,
+                                                         grid.path(name, seed).parent / f"run_{seed}"), quiet)
         losses = {n: np.array([r["heldout_loss"] for r in rs]) for n, rs in runs.items()}
         result["loss"] = stats.compare_arms(losses, higher_is_better=False, n_boot=cfg.n_boot)
         for name, rs in runs.items():
@@ -333,18 +318,13 @@ def run_arch(cfg: ArchConfig, out: str | Path | None = None, quiet: bool = True)
         for name, mcfg in specs.items():
             if not quiet:
                 print(f"[ablate arch] inference {name}", flush=True)
-            path = out / "runs" / _slug(name) / f"inference_{fingerprint(asdict(inf))}.json"
+            path = out / "runs" / safe_name(name) / f"inference_{fingerprint(asdict(inf))}.json"
             if not path.is_file():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps(inference_report(mcfg, list(inf.batch_sizes), list(inf.contexts),
-                                                            inf.new_tokens, inf.memory_gib, inf.device)))
+                write_json(path, inference_report(mcfg, list(inf.batch_sizes), list(inf.contexts),
+                                                  inf.new_tokens, inf.memory_gib, inf.device), indent=None)
             result["variants"][name]["inference"] = json.loads(path.read_text())
     result["baseline"] = next(iter(specs))
     result["train"] = asdict(cfg.train)
     result["seeds"] = cfg.seeds
-    write_report(result, out, kind="arch")
+    write_ablation_report(result, out, kind="arch")
     return result
-
-
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name).strip("_")

@@ -1,10 +1,13 @@
 """``curate ablate data CONFIG`` and ``curate ablate arch CONFIG``: thin layers over
-:func:`annotations.ablate.run_ablation` and :func:`train.ablate_arch.run_arch`."""
+:func:`experiments.ablate.data.run_ablation` and :func:`experiments.ablate.arch.run_arch`."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
+
+from experiments.ablate.arch import load_arch_config, run_arch
+from experiments.ablate.data import load_config, run_ablation
 
 
 @click.group("ablate")
@@ -24,8 +27,6 @@ def data_cmd(config, out, quiet):
     Example:
       curate ablate data examples/ablate/sft_shuffle.yaml --out out/ablate_sft
     """
-    from annotations.ablate import load_config, run_ablation
-
     cfg = load_config(config)
     result = run_ablation(cfg, out, quiet=quiet)
     for name, arm in result["arms"].items():
@@ -53,8 +54,6 @@ def arch_cmd(config, out, quiet):
     Example:
       curate ablate arch examples/ablate/arch.yaml --out out/ablate_arch
     """
-    from train.ablate_arch import load_arch_config, run_arch
-
     cfg = load_arch_config(config)
     result = run_arch(cfg, out, quiet=quiet)
     for name, v in result["variants"].items():
@@ -65,6 +64,3 @@ def arch_cmd(config, out, quiet):
             line += f", held-out loss {a['mean']:.4f} [{a['lo']:.4f}, {a['hi']:.4f}]"
         click.echo(line)
     click.echo(f"wrote {Path(out or cfg.out or 'out/ablate_arch') / 'arch.html'}")
-
-
-COMMANDS = [ablate_group]

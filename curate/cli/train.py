@@ -5,37 +5,25 @@ Every command is a thin layer over the Python API (``train.run``, ``train.data``
 """
 from __future__ import annotations
 
-import json
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
-from curate.errors import CurateError
-
-
-def _texts(paths: list[str], text_column: str):
-    """Texts from .parquet (``text_column``), .jsonl (field ``text_column``) or plain text (one per line)."""
-    import pyarrow.parquet as pq
-
-    for p in map(Path, paths):
-        if not p.is_file():
-            raise CurateError(f"no such file: {p}")
-        if p.suffix == ".parquet":
-            for batch in pq.ParquetFile(p).iter_batches(columns=[text_column]):
-                yield from (t for t in batch.column(0).to_pylist() if t)
-        elif p.suffix == ".jsonl":
-            for line in p.open():
-                if line.strip():
-                    text = json.loads(line).get(text_column)
-                    if text:
-                        yield text
-        else:
-            yield from (line for line in p.read_text().splitlines() if line.strip())
+from curate.basics.device import resolve_device
+from curate.basics.errors import CurateError
+from curate.basics.texts import read_texts
+from curate.cli.reward import rm_cmd
+from train.config import PretrainConfig, load_config
+from train.data import tokenize_shards
+from train.generate import generate
+from train.hf import save_hf
+from train.run import load_model, pretrain, sft
+from train.tokenizer import Tokenizer, train_bpe
 
 
 def _load_tokenizer(path):
-    from train.tokenizer import Tokenizer
-
     try:
         return Tokenizer.from_file(path)
     except (OSError, RuntimeError, ValueError) as e:
@@ -60,11 +48,6 @@ def pretrain_cmd(config, resume):
       curate train pretrain examples/train/pretrain.yaml
       torchrun --nproc_per_node 8 $(which curate) train pretrain examples/train/pretrain.yaml
     """
-    from dataclasses import replace
-
-    from train.config import PretrainConfig, load_config
-    from train.run import pretrain
-
     cfg = load_config(config, PretrainConfig)
     if resume is not None:
         cfg = replace(cfg, resume=resume)
@@ -82,8 +65,6 @@ def sft_cmd(config):
     Example:
       curate train sft examples/train/sft.yaml
     """
-    from train.run import sft
-
     _, result = sft(config, quiet=False)
     click.echo(f"done: {result.steps} steps, final held-out loss {result.final_val_loss}, "
                f"{len(result.skipped)} examples skipped, run in {result.run_dir}")
@@ -100,12 +81,8 @@ def export_hf_cmd(ckpt, out, tokenizer):
     Example:
       curate train export-hf runs/pretrain-small/checkpoints/step_00002000 out/hf --tokenizer runs/tok/tokenizer.model
     """
-    import shutil
-
-    from train.run import load_model
-
     model = load_model(ckpt)
-    model.save_hf(out)
+    save_hf(model, out)
     if tokenizer:
         shutil.copy(tokenizer, Path(out) / Path(tokenizer).name)
     click.echo(f"wrote {out}")
@@ -125,10 +102,8 @@ def tokenizer_cmd(inputs, out, vocab_size, text_column, seed):
     Example:
       curate train tokenizer out/web/data/*.parquet --out runs/tok/tokenizer.model --vocab-size 8000
     """
-    from train.tokenizer import train_bpe
-
     try:
-        tok = train_bpe(_texts(list(inputs), text_column), vocab_size, out, seed=seed)
+        tok = train_bpe(read_texts(list(inputs), text_column), vocab_size, out, seed=seed)
     except (ValueError, RuntimeError) as e:
         raise CurateError(f"tokenizer training failed: {e}") from None
     click.echo(f"wrote {out} ({tok.vocab_size} pieces)")
@@ -152,12 +127,9 @@ def generate_cmd(ckpt, prompts, tokenizer, max_new_tokens, temperature, top_p, s
     """
     import torch
 
-    from train.generate import generate
-    from train.run import load_model
-
     tok = _load_tokenizer(tokenizer or ckpt)
     model = load_model(ckpt)
-    if torch.cuda.is_available():
+    if resolve_device() == "cuda":
         model = model.to("cuda", torch.bfloat16)
     model.eval()
     try:
@@ -188,20 +160,10 @@ def tokenize_cmd(inputs, tokenizer, out, dtype, text_column):
     Example:
       curate shards tokenize out/web/data/*.parquet --tokenizer runs/tok/tokenizer.model --out runs/shards
     """
-    from train.data import tokenize_shards
-
     index = tokenize_shards(inputs, _load_tokenizer(tokenizer), out, dtype=dtype, text_column=text_column)
     skipped = sum(index["skipped"].values())
     click.echo(f"wrote {out}: {index['num_docs']} documents, {index['total_tokens']:,} tokens "
                f"({index['dtype']}, {len(index['files'])} files), {skipped} empty rows skipped")
 
 
-def _mount_reward() -> None:
-    from train.reward_cli import rm_cmd  # reward models live in their own module
-
-    train_group.add_command(rm_cmd)
-
-
-_mount_reward()
-
-COMMANDS = [train_group, generate_cmd, shards_group]
+train_group.add_command(rm_cmd)  # reward models live in their own module

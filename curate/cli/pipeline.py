@@ -6,8 +6,13 @@ from pathlib import Path
 
 import click
 
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
+from curate.demo import run_demo
+from curate.pipeline.config import load_config
+from curate.pipeline.runner import make_executor
 from curate.pipeline.runner import run_pipeline
+from curate.pipeline.step import GlobalStep
+from experiments.steps import load_all_steps
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -31,8 +36,6 @@ def executor_options(f):
 
 
 def make_run_executor(executor: str, workers: int | None, address: str | None):
-    from curate.pipeline.executor import make_executor
-
     return make_executor(executor, workers, address)
 
 
@@ -57,8 +60,6 @@ def run_cmd(config, out, workers, executor, address, overwrite, quiet):
     stats = run_pipeline(config, out=out, workers=workers, quiet=quiet,
                          executor=make_run_executor(executor, workers, address), overwrite=overwrite)
     if not quiet:
-        from curate.pipeline.config import load_config
-
         print_summary(stats, load_config(config, out).out_dir)
 
 
@@ -74,8 +75,6 @@ def demo_cmd(out, workers, quiet):
     Example:
       curate demo --out out/demo
     """
-    from curate.demo import run_demo
-
     summary = run_demo(Path(out), workers=workers, quiet=quiet)
     click.echo(json.dumps(summary, indent=2))
 
@@ -88,14 +87,9 @@ def steps_cmd():
     Example:
       curate steps
     """
-    from curate.pipeline.step import REGISTRY, GlobalStep, _import_builtin_steps
-
-    _import_builtin_steps()
-    for name in sorted(REGISTRY):
-        cls = REGISTRY[name]
+    registry = load_all_steps()
+    for name in sorted(registry):
+        cls = registry[name]
         kind = "global" if issubclass(cls, GlobalStep) else "batch"
         doc = (cls.__doc__ or "").strip().splitlines()
         click.echo(f"{name:<22} {kind:<6} {doc[0] if doc else ''}")
-
-
-COMMANDS = [run_cmd, demo_cmd, steps_cmd]

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import click
 
-from curate.errors import CurateError
+from annotations.profile import ifd_model_scorer, profile_vendors, quality_model_scorer, reward_model_scorer
+from annotations.records import to_document
+from annotations.report import render_html
+from annotations.vendors import load_config, read_vendor
+from curate.basics.errors import CurateError
+from curate.basics.files import write_json
+from curate.cli.compare import compare_cmd
 
 
 @click.group("vendors")
@@ -40,10 +46,6 @@ def profile_command(config, out, lid_model, tokenizer, reward_model, quality_mod
       curate vendors profile examples/vendors/vendors.yaml --out out/vendors
     """
     # Imported here: datasketch and matplotlib take seconds, and every `curate` command loads this module.
-    from annotations.profile import ifd_model_scorer, profile_vendors, quality_model_scorer, reward_model_scorer
-    from annotations.report import render_html
-    from annotations.vendors import load_config, read_vendor
-
     for option, path in (("--lid-model", lid_model), ("--tokenizer", tokenizer), ("--quality-model", quality_model)):
         if path is not None and not path.is_file():
             raise CurateError(f"{option}: file not found: {path}")
@@ -65,7 +67,7 @@ def profile_command(config, out, lid_model, tokenizer, reward_model, quality_mod
     profile = profile_vendors(datas, lid_model=lid_model, tokenizer=tokenizer, threshold=threshold, seed=seed,
                               scorers=scorers or None)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "vendors.json").write_text(json.dumps(profile, indent=1, ensure_ascii=False), encoding="utf-8")
+    write_json(out / "vendors.json", profile, indent=1, newline=False)
     (out / "vendors.html").write_text(render_html(profile, f"Vendor profile: {config.name}"), encoding="utf-8")
     _write_rejects(out / "rejects.jsonl", datas)
     for name, v in profile["vendors"].items():
@@ -87,9 +89,6 @@ def export_command(config, out):
       curate vendors export examples/vendors/vendors.yaml --out out/records
       curate run examples/vendors/clean.yaml
     """
-    from annotations.records import to_document
-    from annotations.vendors import load_config, read_vendor
-
     datas = [read_vendor(v) for v in load_config(config)]
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "records.jsonl", "w", encoding="utf-8") as f:
@@ -108,12 +107,4 @@ def _write_rejects(path: Path, datas) -> None:
                 f.write(json.dumps(asdict(reject), ensure_ascii=False) + "\n")
 
 
-def _mount_compare() -> None:
-    from annotations.compare_cli import compare_cmd  # the downstream comparison has its own module
-
-    vendors_group.add_command(compare_cmd)
-
-
-_mount_compare()
-
-COMMANDS = [vendors_group]
+vendors_group.add_command(compare_cmd)  # the downstream comparison has its own module

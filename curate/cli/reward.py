@@ -1,21 +1,23 @@
 """Commands: ``curate train rm CONFIG`` (``rm_cmd``, mounted under ``curate train``) and
-``curate sample CONFIG`` (``sample_cmd``, top level through ``COMMANDS``)."""
+``curate sample CONFIG`` (``sample_cmd``, top level through ``curate.cli.COMMANDS``)."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import click
 
-from curate.errors import CurateError
-from train.config import TrainConfig
+from annotations.formats import read_file
+from curate.basics.errors import CurateError
+from curate.basics.files import write_json
+from experiments.sample import load_sample_config, run_sampling
+from train.config import TrainConfig, load_config
+from train.reward import default_hyperparams, train_reward_model
+from train.tokenizer import Tokenizer
 
 
 def _default_hyperparams() -> TrainConfig:
-    from train.reward import default_hyperparams  # torch loads only when a command runs
-
     return default_hyperparams()
 
 
@@ -46,11 +48,6 @@ class RewardConfig:
 def train_from_config(cfg) -> tuple:
     """``curate train rm CONFIG``: read the pairs and tokenizer the config names, train, and write
     ``run_dir/model`` (reward model + tokenizer) and ``run_dir/report.json``."""
-    from annotations.formats import read_file
-    from train.config import load_config
-    from train.reward import train_reward_model
-    from train.tokenizer import Tokenizer
-
     cfg = load_config(cfg, RewardConfig)
     for name in ("tokenizer", "data", "val_data", "init_from"):
         value = getattr(cfg, name)
@@ -72,7 +69,7 @@ def train_from_config(cfg) -> tuple:
     result.skipped = rejected + val_rejected + result.skipped
     rm.save(Path(cfg.run_dir) / "model", tokenizer_path=cfg.tokenizer)
     report = {"config": asdict(cfg), **asdict(result)}
-    (Path(cfg.run_dir) / "report.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    write_json(Path(cfg.run_dir) / "report.json", report, indent=1, default=str)
     return rm, result
 
 
@@ -111,8 +108,6 @@ def sample_cmd(config, select_only):
     Example:
       curate sample examples/train/sample.yaml
     """
-    from train.sample import load_sample_config, run_sampling
-
     cfg = load_sample_config(config)
     if select_only:
         if not (Path(cfg.out_dir) / "candidates.jsonl").is_file():
@@ -121,6 +116,3 @@ def sample_cmd(config, select_only):
     report = run_sampling(cfg, log=click.echo)
     click.echo(f"kept {report['kept']} answers for {report['prompts']} prompts; "
                f"wrote {Path(cfg.out_dir) / 'selected.jsonl'}")
-
-
-COMMANDS = [sample_cmd]

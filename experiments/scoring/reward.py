@@ -14,10 +14,14 @@ in ``counters["reward_unscored"]``.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+from curate.basics.device import resolve_device
 from curate.pipeline.step import Step, register
 from curate.record import Removed
+from train.reward import RewardModel, score
+from train.tokenizer import Tokenizer
 
 
 @register("reward")
@@ -32,13 +36,7 @@ class RewardScore(Step):
         self.rm = self.tokenizer = None
 
     def setup(self) -> None:
-        import torch
-
-        from train.reward import RewardModel
-        from train.tokenizer import Tokenizer
-
-        device = "cuda" if self.device == "auto" and torch.cuda.is_available() else \
-            ("cpu" if self.device == "auto" else self.device)
+        device = resolve_device(self.device)
         self.rm = RewardModel.load(self.path, device=device)
         self.tokenizer = Tokenizer.from_file(self.path)
 
@@ -53,9 +51,6 @@ class RewardScore(Step):
         return []
 
     def process(self, docs):
-        import math
-
-        from train.reward import score
 
         if self.rm is None:
             self.setup()

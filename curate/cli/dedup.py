@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from curate.errors import CurateError
+from curate.basics.errors import CurateError
+from curate.pipeline.runner import run_pipeline
 
 
 def dedup_config(inputs: list[str], out: str, text_field: str = "text", exact: bool = True, near: bool = True,
@@ -60,8 +61,6 @@ def dedup(inputs, out, threshold, num_perm, ngram, keep, score_key, text_field, 
       curate dedup data/*.jsonl --out out/dedup --threshold 0.8
       curate dedup new.jsonl --out out/new --against out/old_index
     """
-    from curate.pipeline.runner import run_pipeline
-
     if keep == "score" and not score_key:
         raise CurateError("--keep score needs --score-key")
     config = dedup_config(list(inputs), out, text_field, exact, near, threshold, num_perm, ngram, keep, score_key,
@@ -90,6 +89,3 @@ def summary_lines(stats: dict) -> list[str]:
         lines.append(f"rejected (unreadable):   {stats['rejected']}")
     lines.append(f"kept:                    {stats['written']}")
     return lines
-
-
-COMMANDS = [dedup]

@@ -1,12 +1,12 @@
 """Compare annotation vendors by what their data does to a model (``curate vendors compare``).
 
-Each vendor's SFT conversations become an arm of :mod:`annotations.arms`: the same base
+Each vendor's SFT conversations become an arm of :mod:`experiments.compare.arms`: the same base
 checkpoint, tokenizer, template, hyperparameters and steps for all, budgets equalised,
 S paired seeds. All are scored on one held-out set with reference answers, from which every
 prompt that any vendor also has is removed first (decontamination). The result holds:
 
 * per vendor: held-out answer loss (nats/token, lower is better), mean and 95% interval;
-  per pair: the difference, its interval and a verdict (:mod:`annotations.stats`);
+  per pair: the difference, its interval and a verdict (:mod:`experiments.stats`);
 * the win-rate matrix (per prompt and seed, whose held-out loss is lower; with a reward model,
   whose generated answer the reward model prefers, and the mean reward per vendor);
 * what the metric can see: the base model's prompt-conditioning gain, and the noise floor
@@ -29,6 +29,7 @@ Config (YAML, paths relative to it)::
 """
 from __future__ import annotations
 
+import copy
 import json
 import platform
 from dataclasses import asdict, dataclass, field
@@ -36,10 +37,24 @@ from pathlib import Path
 
 import numpy as np
 
-from annotations import stats
-from annotations.arms import Arm, Harness, Settings, fingerprint, metric
-from curate.errors import CurateError
-from curate.yamlconfig import check_keys, read_yaml_mapping
+import curate
+from annotations.formats import read_file
+from annotations.profile import profile_vendors
+from annotations.records import PreferencePair
+from annotations.vendors import load_config as load_vendors
+from annotations.vendors import read_vendor
+from curate.basics.device import resolve_device
+from curate.basics.errors import CurateError
+from curate.basics.files import file_sha256, write_json
+from curate.basics.yamlconfig import check_keys, read_yaml_mapping
+from curate.dedup.decontam import decontaminate as scan
+from curate.dedup.normalize import normalize_words
+from experiments import stats
+from experiments.compare.arms import Arm, Harness, Settings, fingerprint, metric
+from experiments.report import write_report
+from experiments.results import Comparison, VendorSummary
+from train.api import RewardModel, generate, load_examples, load_model, prompt_ids, score, train_reward_model
+from train.tokenizer import Tokenizer
 
 
 @dataclass
@@ -102,9 +117,6 @@ def vendor_examples(datas) -> dict[str, list[dict]]:
 def decontaminate(heldout: list[dict], vendors: dict[str, list[dict]], ngram: int = 8) -> tuple[list[dict], int]:
     """Drop held-out conversations whose prompt any vendor also has: the same normalised prompt,
     or a shared word ``ngram``-gram (curate.dedup.decontam). Returns ``(kept, dropped)``."""
-    from curate.dedup.decontam import decontaminate as scan
-    from curate.dedup.normalize import normalize_words
-
     prompts = [_user_text(ex) for ex in heldout]
     train = [_user_text(ex) for exs in vendors.values() for ex in exs]
     hit = np.zeros(len(prompts), dtype=bool)
@@ -121,8 +133,6 @@ def _user_text(example: dict) -> str:
 
 def load_heldout(path) -> list[dict]:
     """Conversations from an SFT file (any format train.sft reads) that end in an answer."""
-    from train.sft import load_examples
-
     return [ex for ex in load_examples(path) if _usable(ex)]
 
 
@@ -204,53 +214,58 @@ def compare(vendors: dict[str, list[dict]], base, tokenizer, heldout: list[dict]
     base_losses = json.loads(base_path.read_text()) if base_path.is_file() else {}
     if "heldout" not in base_losses:
         base_losses = harness.base_losses()
-        base_path.write_text(json.dumps(base_losses))
-    return summarize(harness, results, base_losses, list(vendors), noise_floor, n_boot, seed)
+        write_json(base_path, base_losses, indent=None, newline=False)
+    return summarize(harness, results, base_losses, list(vendors), noise_floor, n_boot, seed).to_dict()
 
 
 def summarize(harness: Harness, results: dict, base_losses: dict, names: list[str], noise_arm: str | None,
-              n_boot: int = 2000, seed: int = 0) -> dict:
-    """The JSON result from finished runs (see the module docstring)."""
+              n_boot: int = 2000, seed: int = 0) -> Comparison:
+    """The result from finished runs (see the module docstring)."""
     losses = metric(results)
     main = {n: losses[n] for n in names}
     loss_stats = stats.compare_arms(main, higher_is_better=False, n_boot=n_boot, seed=seed)
-    out = {"metric": "held-out answer loss (nats/token, lower is better)", "loss": loss_stats,
-           "win_rate_loss": stats.win_rates(main, higher_is_better=False, n_boot=n_boot, seed=seed),
-           "conditioning": stats.conditioning_gain(base_losses["right"], base_losses["mismatched"], n_boot, seed),
-           "base_loss": float(np.nanmean(base_losses["heldout"]))}
+    out = Comparison(metric="held-out answer loss (nats/token, lower is better)", loss=loss_stats,
+                     win_rate_loss=stats.win_rates(main, higher_is_better=False, n_boot=n_boot, seed=seed),
+                     conditioning=stats.conditioning_gain(base_losses["right"], base_losses["mismatched"], n_boot,
+                                                          seed),
+                     base_loss=float(np.nanmean(base_losses["heldout"])))
     if noise_arm:
         halves = [f"{noise_arm} (half {k + 1})" for k in range(2)]
-        out["noise_floor"] = {"vendor": noise_arm, "arms": halves,
-                              **stats.noise_floor(losses[halves[0]], losses[halves[1]], n_boot, seed),
-                              "half_vs_half": stats.compare_arms({h: losses[h] for h in halves}, n_boot=n_boot,
-                                                                 seed=seed)["pairs"][f"{halves[0]}|{halves[1]}"]}
+        out.noise_floor = {"vendor": noise_arm, "arms": halves,
+                           **stats.noise_floor(losses[halves[0]], losses[halves[1]], n_boot, seed),
+                           "half_vs_half": stats.compare_arms({h: losses[h] for h in halves}, n_boot=n_boot,
+                                                              seed=seed)["pairs"][f"{halves[0]}|{halves[1]}"]}
         for pair in loss_stats["pairs"].values():
-            pair["below_noise_floor"] = abs(pair["diff"]) < out["noise_floor"]["floor"]
+            pair["below_noise_floor"] = abs(pair["diff"]) < out.noise_floor["floor"]
     rewards = metric(results, "reward")
     if all(n in rewards for n in names):
-        out["reward"] = stats.compare_arms({n: rewards[n] for n in names}, higher_is_better=True, n_boot=n_boot,
-                                           seed=seed)
-        out["win_rate_reward"] = stats.win_rates({n: rewards[n] for n in names}, higher_is_better=True,
-                                                 n_boot=n_boot, seed=seed)
-    out["vendors"] = {}
+        out.reward = stats.compare_arms({n: rewards[n] for n in names}, higher_is_better=True, n_boot=n_boot,
+                                        seed=seed)
+        out.win_rate_reward = stats.win_rates({n: rewards[n] for n in names}, higher_is_better=True,
+                                              n_boot=n_boot, seed=seed)
     for arm in harness.arms:
-        runs = results[arm.name]
-        gain = out["base_loss"] - float(np.mean(losses[arm.name]))
-        used = float(np.mean([r["examples"] for r in runs]))
-        cost = None if arm.price_per_example is None else arm.price_per_example * used
-        out["vendors"][arm.name] = {
-            "group": arm.group, "pool": len(arm.examples), "skipped": len(harness.skipped[arm.name]),
-            "examples_used": used, "answer_tokens_used": float(np.mean([r["answer_tokens"] for r in runs])),
-            "price_per_example": arm.price_per_example, "cost": cost, "gain_over_base": gain,
-            "cost_per_point": cost / (gain * 100) if cost is not None and gain > 0 else None,
-            "train_seconds": float(np.sum([r["train_seconds"] for r in runs])),
-            "train_loss": np.mean([r["train_loss"] for r in runs], axis=0).round(5).tolist(),
-            "val_curve": [[step, float(np.mean([r["val_curve"][i][1] for r in runs]))]
-                          for i, (step, _) in enumerate(runs[0]["val_curve"])]}
-    out["matched"] = _matched(harness, names)
-    out["heldout_scored"] = {"prompts": len(harness.heldout), "unscorable": harness.heldout_unscorable}
-    out["plan"] = {k: v for k, v in harness.plan.items() if not k.startswith("_")}
+        out.vendors[arm.name] = vendor_summary(arm, harness, results[arm.name], losses[arm.name], out.base_loss)
+    out.matched = _matched(harness, names)
+    out.heldout_scored = {"prompts": len(harness.heldout), "unscorable": harness.heldout_unscorable}
+    out.plan = {k: v for k, v in harness.plan.items() if not k.startswith("_")}
     return out
+
+
+def vendor_summary(arm: Arm, harness: Harness, runs: list[dict], losses: np.ndarray, base_loss: float
+                   ) -> VendorSummary:
+    """One arm's figures, averaged over its seeds' ``runs``."""
+    gain = base_loss - float(np.mean(losses))
+    used = float(np.mean([r["examples"] for r in runs]))
+    cost = None if arm.price_per_example is None else arm.price_per_example * used
+    return VendorSummary(
+        group=arm.group, pool=len(arm.examples), skipped=len(harness.skipped[arm.name]), examples_used=used,
+        answer_tokens_used=float(np.mean([r["answer_tokens"] for r in runs])),
+        price_per_example=arm.price_per_example, cost=cost, gain_over_base=gain,
+        cost_per_point=cost / (gain * 100) if cost is not None and gain > 0 else None,
+        train_seconds=float(np.sum([r["train_seconds"] for r in runs])),
+        train_loss=np.mean([r["train_loss"] for r in runs], axis=0).round(5).tolist(),
+        val_curve=[[step, float(np.mean([r["val_curve"][i][1] for r in runs]))]
+                   for i, (step, _) in enumerate(runs[0]["val_curve"])])
 
 
 def _matched(harness: Harness, names: list[str]) -> dict[str, float]:
@@ -269,16 +284,9 @@ def _matched(harness: Harness, names: list[str]) -> dict[str, float]:
 
 def _reward_scorer(reward, tokenizer, heldout, template, max_new_tokens):
     """A Harness scorer: greedy answers to the held-out prompts, scored by the reward model."""
-    from train.generate import generate
-    from train.reward import score
-    from train.sft import segments
-
     rm, rm_tokenizer = reward
     prompts = [ex["messages"][:-1] for ex in heldout]
-    ids = []
-    for ex in heldout:
-        parts = segments(ex, template)[:-1]
-        ids.append([t for text, _, bos, eos in parts for t in tokenizer.encode(text, bos=bos, eos=eos)])
+    ids = [prompt_ids(ex, tokenizer, template) for ex in heldout]
 
     def scorer(model, seed):
         rm.to(model.output.weight.device)
@@ -295,12 +303,6 @@ def _reward_scorer(reward, tokenizer, heldout, template, max_new_tokens):
 def run_config(cfg: CompareConfig, out: str | Path | None = None, quiet: bool = True) -> dict:
     """Everything `curate vendors compare` does: read, profile, decontaminate, train, report.
     Returns the result dict (also written as compare.json + compare.html in the output folder)."""
-    from annotations.compare_report import write_report
-    from annotations.profile import profile_vendors
-    from annotations.vendors import load_config as load_vendors, read_vendor
-    from train.run import load_model
-    from train.tokenizer import Tokenizer
-
     out = Path(out or cfg.out or "out/compare")
     datas = [read_vendor(v) for v in load_vendors(cfg.vendors)]
     vendors = vendor_examples(datas)
@@ -312,17 +314,12 @@ def run_config(cfg: CompareConfig, out: str | Path | None = None, quiet: bool = 
     tokenizer = Tokenizer.from_file(cfg.tokenizer)
     base = load_model(cfg.base)
     device = cfg.train.get("device", "auto")
-    if device != "cpu":  # the base is evaluated where the arms train
-        import torch
-
-        if device == "cuda" or torch.cuda.is_available():
-            base = base.to("cuda")
+    if resolve_device(device) == "cuda":  # the base is evaluated where the arms train
+        base = base.to("cuda")
     heldout, dropped = decontaminate(load_heldout(cfg.heldout), vendors, cfg.decontam_ngram)
     heldout = sample(heldout, cfg.heldout_size, cfg.seed)
     reward, reward_info = None, None
     if cfg.reward_model:
-        from train.reward import RewardModel
-
         reward = (RewardModel.load(cfg.reward_model), Tokenizer.from_file(cfg.reward_model))
         reward_info = {"path": cfg.reward_model, **reward[0].info}
     elif cfg.reward_data:
@@ -344,12 +341,6 @@ def train_reward(cfg: CompareConfig, datas, vendors: dict, base, tokenizer, out:
     """A reward model trained from the base on ``cfg.reward_data`` (preference pairs that are not
     a vendor's: the file may not be one of the vendors' files, and pairs whose prompt any vendor
     has are dropped). Saved in ``out`` and reused on resume. Returns ``((rm, tokenizer), info)``."""
-    import copy
-
-    from annotations.formats import read_file
-    from annotations.records import PreferencePair
-    from train.reward import RewardModel, train_reward_model
-
     if (out / "reward.json").is_file() and (out / "summary.json").is_file():
         return (RewardModel.load(out), tokenizer), json.loads((out / "summary.json").read_text())
     path = Path(cfg.reward_data).resolve()
@@ -369,7 +360,7 @@ def train_reward(cfg: CompareConfig, datas, vendors: dict, base, tokenizer, out:
     info = {"path": str(path), "pairs": len(pairs), "dropped_vendor_prompts": dropped, "accuracy": res.accuracy,
             "train_accuracy": res.train_accuracy, "steps": res.steps}
     rm.save(out)
-    (out / "summary.json").write_text(json.dumps(info, indent=1))
+    write_json(out / "summary.json", info, indent=1, newline=False)
     return (rm, tokenizer), info
 
 
@@ -377,26 +368,15 @@ def manifest(cfg: CompareConfig, datas, heldout) -> dict:
     """What reproduces the run: the config and its hash, data hashes, versions."""
     import torch
 
-    import curate
 
-    files = {f["path"]: _file_hash(f["path"]) for d in datas for f in d.files}
+    files = {f["path"]: file_sha256(f["path"])[:16] for d in datas for f in d.files}
     for key in ("base", "tokenizer", "heldout", "reward_model"):
         path = getattr(cfg, key)
         if path and Path(path).is_file():
-            files[path] = _file_hash(path)
+            files[path] = file_sha256(path)[:16]
         elif path and Path(path).is_dir():
-            files.update({str(p): _file_hash(p) for p in sorted(Path(path).iterdir()) if p.is_file()})
+            files.update({str(p): file_sha256(p)[:16] for p in sorted(Path(path).iterdir()) if p.is_file()})
     return {"config": asdict(cfg), "config_hash": fingerprint(asdict(cfg)), "files": files,
             "heldout_hash": fingerprint(heldout),
             "versions": {"curate": curate.__version__, "torch": torch.__version__, "numpy": np.__version__,
                          "python": platform.python_version()}}
-
-
-def _file_hash(path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]

@@ -16,7 +16,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from curate.basics.device import resolve_device
 from curate.pipeline.step import Step, register
+from train.api import doc_losses
+from train.model import Llama
+from train.tokenizer import Tokenizer
 
 
 @register("perplexity")
@@ -41,42 +45,21 @@ class Perplexity(Step):
     def setup(self):
         import torch
 
-        from train.model import Llama
-        from train.tokenizer import Tokenizer
-
-        device = "cuda" if self.device == "auto" and torch.cuda.is_available() else \
-            ("cpu" if self.device == "auto" else self.device)
+        device = resolve_device(self.device)
         self.model = Llama.load(self.model_path, device=device, dtype=torch.float32).eval()
         self.tokenizer = Tokenizer.from_file(self.tokenizer_path)
 
     def score(self, texts: list[str]) -> list[float | None]:
         """Perplexity of each text (None when it has fewer than 2 tokens with BOS)."""
-        import torch
-        import torch.nn.functional as F
-
         if self.model is None:
             self.setup()
         ids = [x[: self.max_tokens] for x in self.tokenizer.encode_batch(texts, bos=True)]
         out: list[float | None] = [None] * len(texts)
         # Sort by length so each batch pads little; right padding never changes earlier logits.
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        device = self.model.output.weight.device
-        for start in range(0, len(order), self.batch_size):
-            batch = [i for i in order[start:start + self.batch_size] if len(ids[i]) >= 2]
-            if not batch:
-                continue
-            T = max(len(ids[i]) for i in batch)
-            tokens = torch.full((len(batch), T), self.tokenizer.pad_id, dtype=torch.long)
-            for row, i in enumerate(batch):
-                tokens[row, : len(ids[i])] = torch.tensor(ids[i])
-            lengths = torch.tensor([len(ids[i]) for i in batch])
-            with torch.inference_mode():
-                logits = self.model(tokens.to(device)).float().cpu()
-            nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none")
-            mask = torch.arange(T - 1)[None, :] < (lengths - 1)[:, None]
-            mean_nll = (nll * mask).sum(1) / mask.sum(1)
-            for row, i in enumerate(batch):
-                out[i] = math.exp(float(mean_nll[row]))
+        order = sorted((i for i in range(len(ids)) if len(ids[i]) >= 2), key=lambda i: len(ids[i]))
+        losses = doc_losses(self.model, [ids[i] for i in order], self.batch_size, self.tokenizer.pad_id)
+        for i, loss in zip(order, losses):
+            out[i] = math.exp(loss)
         return out
 
     def process(self, docs):

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import click
 
-from annotations.compare import load_config, run_config
-from annotations.compare_report import verdict_lines
+from experiments.compare.run import load_config, run_config
+from experiments.report import verdict_lines
 
 
 @click.command("compare")

@@ -1,13 +1,22 @@
-"""The vendor comparison report: ``compare.json`` (everything) and ``compare.html`` (one
-self-contained page: inline PNG plots, no script, every data string escaped).
+"""The one report module of the experiments: JSON plus a self-contained HTML page (every
+data string escaped) for the vendor comparison and for the ablations.
+
+Vendor comparison (:func:`write_report`): ``compare.json`` (everything) and ``compare.html``
+(inline PNG plots, no script).
 
 Sections: verdict, ranking, pairs, win rates, what the metric can see, curves, cost,
-profile, manifest. The renderer takes the dict of :func:`annotations.compare.summarize`
+profile, manifest. The renderer takes the dict of :func:`experiments.compare.run.summarize`
 plus ``profile``/``manifest``/``heldout`` when present, so ablations can reuse it with
 other arm names.
+
+Ablations (:func:`write_ablation_report`, kind "data" from experiments.ablate.data or "arch"
+from experiments.ablate.arch): ``ablate.json`` / ``arch.json``, an HTML page and PNG figures:
+held-out loss against training tokens per arm, the effect of every arm against the baseline
+with its 95% interval, and (arch) decode tokens/s against batch size.
 """
 from __future__ import annotations
 
+import html
 import json
 from html import escape
 from pathlib import Path
@@ -18,7 +27,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from annotations.report import STYLE, _png, _summary, _table, heatmap  # noqa: E402
+from annotations.report import STYLE, png_img, summary_html, html_table, heatmap  # noqa: E402
+from curate.basics.files import write_json
 
 
 def _ci(v: dict, digits: int = 4) -> str:
@@ -53,7 +63,7 @@ def _ranking(result: dict) -> str:
         rows.append(row + ([_ci(reward["arms"][name])] if reward else []))
     note = (f"{loss['seeds']} seeds x {loss['prompts']} held-out prompts; intervals: bootstrap over seeds, then "
             f"prompts ({loss['n_boot']} replicates). Base model loss {result['base_loss']:.4f}.")
-    return "<h2>Ranking</h2>" + _table(header, rows) + f'<p class="note">{escape(note)}</p>'
+    return "<h2>Ranking</h2>" + html_table(header, rows) + f'<p class="note">{escape(note)}</p>'
 
 
 def _pairs(result: dict) -> str:
@@ -70,7 +80,7 @@ def _pairs(result: dict) -> str:
     return ("<h2>Pairs</h2><p>Difference in held-out loss (row vendor minus column vendor; negative: the first "
             "is better). Matched: share of the subsample whose prompts both vendors answered (a matched "
             "comparison sees alignment faults that an unmatched one cannot).</p>"
-            + _table(["vendor a", "vendor b", "a - b", "lo", "hi", "verdict", "below noise floor", "matched"], rows))
+            + html_table(["vendor a", "vendor b", "a - b", "lo", "hi", "verdict", "below noise floor", "matched"], rows))
 
 
 def _matrix(block: dict, title: str, what: str) -> str:
@@ -78,7 +88,7 @@ def _matrix(block: dict, title: str, what: str) -> str:
     fig = heatmap(m, names, "RdYlGn")
     rows = [[a, *[f"{m[i, j]:.1%} [{block['lo'][i][j]:.0%}, {block['hi'][i][j]:.0%}]" for j in range(len(names))]]
             for i, a in enumerate(names)]
-    return f"<h3>{escape(title)}</h3><p>{escape(what)}</p>" + _png(fig) + _table(["vendor", *names], rows)
+    return f"<h3>{escape(title)}</h3><p>{escape(what)}</p>" + png_img(fig) + html_table(["vendor", *names], rows)
 
 
 def _win_rates(result: dict) -> str:
@@ -137,7 +147,7 @@ def _curves(result: dict) -> str:
     right.set(title="held-out answer loss, token-weighted (mean over seeds)", xlabel="step", ylabel="nats/token")
     left.legend(fontsize=8)
     right.legend(fontsize=8)
-    return "<h2>Loss curves</h2>" + _png(fig)
+    return "<h2>Loss curves</h2>" + png_img(fig)
 
 
 def _cost(result: dict) -> str:
@@ -147,7 +157,7 @@ def _cost(result: dict) -> str:
         return '<h2>Cost</h2><p class="note">No prices given.</p>'
     return ("<h2>Cost per point</h2><p>A point is 0.01 nats of held-out loss gained over the base model; cost is "
             "the price of the examples one run trained on.</p>"
-            + _table(["vendor", "price/example", "examples used", "cost", "points gained", "cost per point"], rows))
+            + html_table(["vendor", "price/example", "examples used", "cost", "points gained", "cost per point"], rows))
 
 
 def _manifest(result: dict) -> str:
@@ -157,7 +167,7 @@ def _manifest(result: dict) -> str:
     rows = [[path, digest] for path, digest in m["files"].items()]
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
     return (f"<h2>Manifest</h2><p>Config hash {escape(m['config_hash'])}; held-out set hash "
-            f"{escape(m['heldout_hash'])}; {escape(versions)}.</p>" + _table(["file", "sha256 (16)"], rows)
+            f"{escape(m['heldout_hash'])}; {escape(versions)}.</p>" + html_table(["file", "sha256 (16)"], rows)
             + f"<pre>{escape(json.dumps(m['config'], indent=1))}</pre>")
 
 
@@ -171,7 +181,7 @@ def render_html(result: dict, title: str = "Vendor comparison") -> str:
                 ("pairs", _pairs(result)), ("win-rates", _win_rates(result)), ("sensitivity", _sensitivity(result)),
                 ("curves", _curves(result)), ("cost", _cost(result))]
     if result.get("profile"):
-        sections.append(("profile", "<h2>Vendor profile</h2>" + _summary(result["profile"]).split("</h2>", 1)[1]))
+        sections.append(("profile", "<h2>Vendor profile</h2>" + summary_html(result["profile"]).split("</h2>", 1)[1]))
     sections.append(("manifest", _manifest(result)))
     body = "".join(f'<section id="{sid}">{html}</section>' for sid, html in sections)
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
@@ -182,7 +192,129 @@ def write_report(result: dict, out: str | Path, title: str = "Vendor comparison"
     """Write ``compare.json`` and ``compare.html`` into ``out``; returns the HTML path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "compare.json").write_text(json.dumps(result, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
+    write_json(out / "compare.json", result, indent=1, default=str, newline=False)
     path = out / "compare.html"
     path.write_text(render_html(result, title), encoding="utf-8")
     return path
+
+
+# --------------------------------------------------------------------------- ablations
+
+def _fmt_cell(x, digits=4) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return f"{x:,}" if isinstance(x, int) else str(x)
+
+
+def _plain_table(header: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt_cell(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def effect_rows(result: dict, names: list[str]) -> list[list]:
+    """Arm, held-out loss [95% interval], effect vs baseline [interval], verdict."""
+    loss, base = result["loss"], result["baseline"]
+    rows = []
+    for n in names:
+        a = loss["arms"][n]
+        p = loss["pairs"].get(f"{n}|{base}")
+        rows.append([n, f"{a['mean']:.4f} [{a['lo']:.4f}, {a['hi']:.4f}]",
+                     "baseline" if p is None else f"{p['diff']:+.4f} [{p['lo']:+.4f}, {p['hi']:+.4f}]",
+                     "" if p is None else p["verdict"]])
+    return rows
+
+
+def _figures(result: dict, out: Path, curves: dict[str, list], kind: str) -> list[str]:
+    names = []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, curve in curves.items():
+        if curve:
+            ax.plot([c[0] for c in curve], [c[1] for c in curve], marker="o", label=name)
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel("held-out loss (nats/token)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "loss_curve.png", dpi=110)
+    plt.close(fig)
+    names.append("loss_curve.png")
+    if "loss" in result:
+        base = result["baseline"]
+        arms = [n for n in curves if n != base and f"{n}|{base}" in result["loss"]["pairs"]]
+        if arms:
+            pairs = [result["loss"]["pairs"][f"{n}|{base}"] for n in arms]
+            fig, ax = plt.subplots(figsize=(6, 0.5 * len(arms) + 1.5))
+            ax.errorbar([p["diff"] for p in pairs], range(len(arms)), fmt="o",
+                        xerr=[[p["diff"] - p["lo"] for p in pairs], [p["hi"] - p["diff"] for p in pairs]])
+            ax.axvline(0, color="grey", lw=1)
+            ax.set_yticks(range(len(arms)), arms)
+            ax.set_xlabel(f"held-out loss minus {base} (nats/token; < 0 is better)")
+            fig.tight_layout()
+            fig.savefig(out / "effects.png", dpi=110)
+            plt.close(fig)
+            names.append("effects.png")
+    if kind == "arch" and any("inference" in v for v in result["variants"].values()):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for name, v in result["variants"].items():
+            for ctx in sorted({s["context"] for s in v["inference"]["speed"]}):
+                pts = [s for s in v["inference"]["speed"] if s["context"] == ctx]
+                ax.plot([s["batch"] for s in pts], [s["decode_tokens_per_s"] for s in pts], marker="o",
+                        label=f"{name}, context {ctx}")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("decode tokens/s")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "decode_speed.png", dpi=110)
+        plt.close(fig)
+        names.append("decode_speed.png")
+    return names
+
+
+def write_ablation_report(result: dict, out: str | Path, kind: str = "data") -> None:
+    """Write ``ablate.json`` / ``arch.json``, the matching HTML page and the figures into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "ablate" if kind == "data" else "arch"
+    write_json(out / f"{stem}.json", result, indent=1, default=str, newline=False)
+    parts = []
+    if kind == "data":
+        title = f"Data ablation ({result['kind']}, equal {result['mode']})"
+        names = list(result["arms"])
+        curves = {n: result["arms"][n]["curve"] for n in names}
+        rows = [[n, a.get("pool"), a.get("after_pipeline"), a.get("items"), a.get("tokens"), a.get("budget_tokens"),
+                 a["trained_tokens"][0]] for n, a in result["arms"].items()]
+        parts.append(_plain_table(["arm", "source items", "after pipeline", "items", "tokens in pool", "budget",
+                             "trained tokens (seed 0)"], rows))
+        if "noise_floor" in result:
+            nf = result["noise_floor"]
+            parts.append(f"<p>Noise floor (two random halves of one arm): {nf['floor']:.4f} nats.</p>")
+    else:
+        title = "Architecture ablation (equal parameters)"
+        names = list(result["variants"])
+        curves = {n: v.get("val_curve", []) for n, v in result["variants"].items()}
+        rows = [[n, v["kv_heads"], v["ffn_hidden_dim"], v["params_non_embedding"], f"{100 * v['params_vs_baseline']:+.2f}%",
+                 v["kv_bytes_per_token_bf16"]] for n, v in result["variants"].items()]
+        parts.append(_plain_table(["variant", "kv heads", "ffn width", "params (non-embedding)", "vs baseline",
+                             "KV bytes/token (bf16)"], rows))
+        for n, v in result["variants"].items():
+            inf = v.get("inference")
+            if inf:
+                parts.append(f"<h3>{html.escape(n)}: inference on {html.escape(inf['device'])} ({html.escape(inf['dtype'])})</h3>")
+                parts.append(_plain_table(["batch", "context", "prefill tok/s", "decode tok/s", "cache bytes"],
+                                    [[s["batch"], s["context"], round(s["prefill_tokens_per_s"]),
+                                      round(s["decode_tokens_per_s"]), s["cache_bytes"]] for s in inf["speed"]]))
+                parts.append(_plain_table([f"context (budget {inf['memory_gib']} GiB)", "max batch (estimate)", "max batch (measured)"],
+                                    [[m["context"], m["estimated"], m["measured"]] for m in inf["max_batch"]]))
+    if "loss" in result:  # arms outside the comparison (the noise-floor halves) have no row
+        parts.insert(0, _plain_table(["arm", "held-out loss [95% CI]", f"vs {result['baseline']} [95% CI]", "verdict"],
+                               effect_rows(result, [n for n in names if n in result["loss"]["arms"]])))
+    figs = _figures(result, out, curves, kind)
+    parts += [f'<img src="{html.escape(f)}" alt="{html.escape(f)}">' for f in figs]
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            "<style>body{font-family:sans-serif;max-width:960px;margin:2em auto}table{border-collapse:collapse;"
+            "margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}</style></head><body>"
+            f"<h1>{html.escape(title)}</h1>" + "\n".join(parts) + "</body></html>")
+    (out / f"{stem}.html").write_text(page, encoding="utf-8")
