@@ -34,6 +34,7 @@ from curate.io.writers import ShardWriter, remove_stale_tmp, removed_table, writ
 from curate.pipeline.config import PipelineConfig, load_config, segments
 from curate.pipeline.executor import Executor, LocalExecutor, report_progress
 from curate.pipeline.progress import Progress
+from curate.pipeline.step import REGISTRY
 from curate.record import Document, from_table, to_table
 
 _STEPS_CACHE: dict[str, list] = {}  # per worker process: config fingerprint -> set-up steps
@@ -202,7 +203,8 @@ def run_pipeline(config: str | Path | dict, out: str | Path | None = None, worke
     remove_stale_tmp(out)
     shards = plan_shards(cfg.inputs)
     steps = cfg.build_steps()
-    step_modules = sorted({type(s).__module__ for s in steps})
+    # every module that registered a step here, so a worker's registry is the driver's (select builds embed)
+    step_modules = sorted({cls.__module__ for cls in REGISTRY.values()} | {type(s).__module__ for s in steps})
     segs = segments(steps)
     ex = make_executor(executor, workers) if isinstance(executor, str) else executor
     results: dict[tuple[int, int], dict] = {}
