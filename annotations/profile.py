@@ -36,6 +36,7 @@ from annotations.records import prompt_text, render
 from annotations.vendors import VendorData
 from curate.scoring.models import load_fasttext
 from curate.scoring.quality import hq_probability, normalize
+from train.api import ifd_scores, load_model
 from train.reward import RewardModel, score
 from train.tokenizer import Tokenizer
 
@@ -139,6 +140,23 @@ def reward_model_scorer(path: str | Path) -> Scorer:
     model = RewardModel.load(path).eval()
     tokenizer = Tokenizer.from_file(path)
     return lambda prompts, answers: score(model, tokenizer, prompts, answers)
+
+
+def ifd_model_scorer(path: str | Path, tokenizer: str | Path | None = None, template: str = "llama2",
+                     batch_size: int = 16, max_len: int = 1024) -> Scorer:
+    """A :data:`Scorer` giving the instruction-following difficulty (:mod:`train.ifd`) of each
+    taught answer given its prompt (earlier turns included) under a Llama: our checkpoint or a
+    Hugging Face folder, with its own tokenizer or ``tokenizer``; answers are cut where the
+    conversation reaches ``max_len`` tokens, NaN when the cut comes before the answer."""
+    model = load_model(path).eval()
+    tok = Tokenizer.from_file(tokenizer or path)
+
+    def score(prompts, answers):
+        convs = [{"messages": list(p) + [{"role": "assistant", "content": a}]} for p, a in zip(prompts, answers)]
+        return [s.ifd if s else float("nan")
+                for s in ifd_scores(model, tok, convs, template, batch_size, max_len, last_turn_only=True)]
+
+    return score
 
 
 def quality_model_scorer(path: str | Path) -> Scorer:

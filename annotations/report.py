@@ -21,6 +21,12 @@ from curate.report.html import STYLE, page  # noqa: E402,F401  (STYLE: other rep
 from curate.report.html import png as png_img  # noqa: E402
 from curate.report.html import table as html_table  # noqa: E402
 
+SCORE_NOTES = {
+    "ifd": "Instruction-following difficulty: the answer's loss given its prompt divided by its loss alone. "
+           "Low: the prompt makes the answer easy; 1 or more (dashed line): the prompt does not help, "
+           "the mark of an answer that does not fit its prompt.",
+}
+
 
 def summary_html(profile: dict) -> str:
     header = ["vendor", "read", "kept", "removed", "rejected", "kinds", "turns (mean)", "prompt words p50",
@@ -117,19 +123,22 @@ def _overlap(profile: dict) -> str:
 def _scores(profile: dict) -> str:
     head = "<h2>Score distributions</h2>"
     if not profile.get("scores"):
-        return head + '<p class="note">No scorer given (curate vendors profile --reward-model DIR adds reward-model scores, --quality-model FILE quality-classifier scores).</p>'
+        return head + '<p class="note">No scorer given (curate vendors profile --reward-model DIR adds reward-model scores, --quality-model FILE quality-classifier scores, --ifd-model DIR instruction-following difficulty).</p>'
     parts = [head]
     for name, s in profile["scores"].items():
         fig, ax = plt.subplots(figsize=(6, 3))
         for vendor, v in s["vendors"].items():
             if v.get("histogram") and sum(v["histogram"]):
                 ax.stairs(np.asarray(v["histogram"]) / sum(v["histogram"]), s["edges"], label=vendor)
+        if name == "ifd":  # at and above 1 the prompt does not help: answers that do not fit it
+            ax.axvline(1.0, color="#a00", linestyle="--", linewidth=1)
         ax.set_xlabel(name)
         ax.set_ylabel("share of vendor")
         ax.legend(fontsize=8)
         rows = [[vendor, v["n"], v["unscored"], v.get("mean"), v.get("p10"), v.get("p50"), v.get("p90"),
                  s["preference_agreement"].get(vendor)] for vendor, v in s["vendors"].items()]
-        parts += [f"<h3>{escape(name)}</h3>", png_img(fig),
+        parts += [f"<h3>{escape(name)}</h3>", f'<p class="note">{SCORE_NOTES[name]}</p>' if name in SCORE_NOTES else "",
+                  png_img(fig),
                   html_table(["vendor", "scored", "unscored", "mean", "p10", "p50", "p90", "chosen > rejected"], rows)]
     return "".join(parts)
 

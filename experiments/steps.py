@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import annotations.steps  # noqa: F401  (registers annotation_checks)
 import curate.steps  # noqa: F401
-import experiments.scoring  # noqa: F401  (registers perplexity, reward)
+import experiments.scoring  # noqa: F401  (registers perplexity, reward, ifd, embed)
 from curate.pipeline.step import REGISTRY, build_step
 
 __all__ = ["REGISTRY", "build_step", "load_all_steps"]

@@ -84,3 +84,36 @@ def test_arm_stream_hands_out_exactly_its_budget():
 def test_config_errors_are_one_line(raw, msg):
     with pytest.raises(CurateError, match=msg):
         config_from_dict({"source": "s", "tokenizer": "t", "arms": [{"name": "a"}], **raw})
+
+
+def test_top_by_ifd_recipe_keeps_the_hardest_fitting_quarter(tmp_path, torch_one_thread):
+    """`pipeline: ifd.yaml` + `top: {by: ifd}` (the sft_scores.yaml recipe) keeps the quarter with the
+    highest IFD among those below 1, IFD computed straight from train.ifd; `random: {like}` matches
+    its answer tokens."""
+    import torch
+
+    from train.ifd import ifd_scores
+    from train.model import Llama, LlamaConfig
+    from train.sft import encode, to_messages
+    from train.tokenizer import train_bpe
+
+    records = json.loads((ROOT / "examples/compare/alpaca_en_demo.json").read_text())[:80]
+    convs = [to_messages(r) for r in records]
+    tok = train_bpe([m["content"] for c in convs for m in c["messages"]], 400, tmp_path / "tok.model", num_threads=1)
+    torch.manual_seed(0)
+    model = Llama(LlamaConfig(dim=32, n_layers=1, n_heads=2, vocab_size=tok.vocab_size, multiple_of=16, max_seq_len=256))
+    model.save(tmp_path / "m")
+    pipe = tmp_path / "ifd.yaml"
+    pipe.write_text(f"steps:\n  - step: ifd\n    model: {tmp_path / 'm'}\n    tokenizer: {tmp_path / 'tok.model'}\n"
+                    f"    max_tokens: 256\n  - step: keep_if\n    expr: 'ifd < 1'\n")
+    specs = [{"name": "top", "pipeline": str(pipe), "top": {"fraction": 0.25, "by": "ifd"}},
+             {"name": "random", "random": {"like": "top"}}]
+    cfg = config_from_dict({"source": "x", "tokenizer": "t", "arms": specs})
+    sizes = lambda items: np.array([encode(it, tok, max_len=257).num_loss_tokens for it in items])  # noqa: E731
+    arms, info = build_arms(cfg.arms, convs, cfg, sizes, tmp_path)
+    ifd = np.array([s.ifd for s in ifd_scores(model, tok, convs, max_len=256)])
+    fitting = np.flatnonzero(ifd < 1)
+    want = sorted(fitting[np.argsort(-ifd[fitting], kind="stable")][: round(len(fitting) * 0.25)])
+    assert info["top"]["after_pipeline"] == len(fitting) and 0 < len(fitting) < 80  # some answers do not fit
+    assert [c["messages"] for c in arms["top"]] == [convs[i]["messages"] for i in want]
+    assert info["random"]["tokens"] <= info["random"]["token_target"] == sizes(arms["top"]).sum()

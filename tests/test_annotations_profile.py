@@ -257,3 +257,41 @@ def test_quality_classifier_scores_per_vendor(shared, vendor_config, tmp_path):
         got = scores["vendors"][data.vendor.name]
         assert got["n"] == len(expected) and got["mean"] == round(float(expected.mean()), 4)
         assert 0.0 <= got["p10"] <= got["p90"] <= 1.0
+
+
+def test_ifd_scores_per_vendor(shared, vendor_config, tmp_path):
+    """`--ifd-model`: each vendor's IFD distribution, equal to scoring its taught answers (the last
+    turn, given all before it) directly with train.ifd; the report shows the plot with its note."""
+    import numpy as np
+    import torch
+
+    from train.ifd import ifd_scores
+    from train.model import Llama, get_config
+    from train.tokenizer import train_bpe
+
+    alpaca = json.loads((shared / "data/sft/alpaca_en_demo.json").read_text())[:200]
+    tok = train_bpe([r["instruction"] + " " + r["output"] for r in alpaca], 400, tmp_path / "tok.model", num_threads=1)
+    torch.manual_seed(0)
+    Llama(get_config({"dim": 32, "n_layers": 1, "n_heads": 2, "vocab_size": tok.vocab_size, "multiple_of": 16,
+                      "max_seq_len": 1024})).save(tmp_path / "m")
+    res = CliRunner().invoke(cli, ["vendors", "profile", str(vendor_config), "--out", str(tmp_path / "out"),
+                                   "--ifd-model", str(tmp_path / "m"), "--tokenizer", str(tmp_path / "tok.model")])
+    assert res.exit_code == 0, res.output
+    scores = json.loads((tmp_path / "out/vendors.json").read_text())["scores"]["ifd"]
+    model = Llama.load(tmp_path / "m")
+    for data in (read_vendor(v) for v in load_config(vendor_config)):
+        taught = [r.chosen if r.kind == "preference" else (r.answers() or [""])[-1] for r in data.records]
+        convs = [{"messages": r.prompt_messages() + [{"role": "assistant", "content": a}]}
+                 for r, a in zip(data.records, taught)]
+        # the last turn of the full scoring, where the 1024-token cut leaves some of it
+        n_answers = [sum(m["role"] == "assistant" for m in c["messages"]) for c in convs]
+        expected = np.array([s.turns[-1]["ifd"] for s, n in zip(ifd_scores(model, tok, convs), n_answers)
+                             if s is not None and len(s.turns) == n])
+        got = scores["vendors"][data.vendor.name]
+        assert got["n"] == len(expected) and got["mean"] == pytest.approx(float(expected.mean()), abs=1e-4)
+        assert got["p50"] == pytest.approx(float(np.median(expected)), abs=1e-4)
+    assert scores["vendors"]["alpha"]["n"] == 101
+    assert "Instruction-following difficulty" in (tmp_path / "out/vendors.html").read_text()
+    bad = CliRunner().invoke(cli, ["vendors", "profile", str(vendor_config), "--out", str(tmp_path / "o2"),
+                                   "--ifd-model", str(tmp_path)])
+    assert bad.exit_code != 0 and "not a model folder" in bad.output

@@ -10,15 +10,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from train.embed import mean_hidden_states
 from train.generate import generate
+from train.ifd import IFD, ifd_scores
 from train.reward import RewardModel, score, train_reward_model
 from train.run import load_model, pretrain
 from train.run import sft as finetune
 from train.sft import IGNORE, Encoded, answer_loss, encode, encode_all, load_examples, pack, resolve_template, segments
 
-__all__ = ["RewardModel", "answer_ids", "answer_losses", "answer_tokens", "doc_losses", "finetune", "generate",
-           "load_examples", "load_model", "packed_rows", "pretrain", "prompt_ids", "resolve_template", "score",
-           "train_reward_model"]
+__all__ = ["IFD", "RewardModel", "answer_ids", "answer_losses", "answer_tokens", "doc_losses", "finetune", "generate",
+           "ifd_scores", "load_examples", "load_model", "mean_hidden_states", "packed_rows", "pretrain", "prompt_ids",
+           "resolve_template", "score", "train_reward_model"]
 
 
 def prompt_ids(example: dict, tokenizer, template: str = "llama2") -> list[int]:

@@ -83,10 +83,16 @@ def filter_cmd(inputs, rules, out, params, text_field, workers, overwrite, quiet
               help="Classifier from `curate classifier train`: writes quality.")
 @click.option("--perplexity-model", default=None, type=click.Path(file_okay=False),
               help="Model folder from `curate train` (config.json + model.safetensors): writes perplexity.")
-@click.option("--tokenizer", default=None, type=click.Path(), help="Tokenizer for --perplexity-model (default: its folder).")
+@click.option("--ifd", "ifd_model", default=None, type=click.Path(file_okay=False),
+              help="Llama folder (our checkpoint or Hugging Face): writes ifd, its two losses and per-turn values "
+                   "of SFT conversations, and flags prompt_does_not_help.")
+@click.option("--template", type=click.Choice(["llama2", "plain"]), default="llama2", show_default=True,
+              help="Chat template the --ifd model was tuned with.")
+@click.option("--tokenizer", default=None, type=click.Path(),
+              help="Tokenizer for --perplexity-model and --ifd (default: the model's folder).")
 @_run_options
-def score_cmd(inputs, lid, lid_model, quality_model, perplexity_model, tokenizer, out, params, text_field, workers,
-              overwrite, quiet):
+def score_cmd(inputs, lid, lid_model, quality_model, perplexity_model, ifd_model, template, tokenizer, out, params,
+              text_field, workers, overwrite, quiet):
     """Add scores to each document's meta without removing any.
 
     \b
@@ -94,6 +100,7 @@ def score_cmd(inputs, lid, lid_model, quality_model, perplexity_model, tokenizer
       curate models fetch lid
       curate score data/c4.jsonl --out out/scored --lid --quality-model quality.bin
       curate filter out/scored/data --out out/best --rules keep_if --param 'keep_if.expr=quality > 0.5 and lang == "en"'
+      curate score out/records/records.jsonl --out out/ifd --ifd runs/sft/model --param ifd.device=cuda
     """
     steps: list[dict] = []
     if lid or lid_model:
@@ -102,8 +109,10 @@ def score_cmd(inputs, lid, lid_model, quality_model, perplexity_model, tokenizer
         steps.append({"step": "quality", "model_path": quality_model})
     if perplexity_model:
         steps.append({"step": "perplexity", "model": perplexity_model, **({"tokenizer": tokenizer} if tokenizer else {})})
+    if ifd_model:
+        steps.append({"step": "ifd", "model": ifd_model, "template": template, **({"tokenizer": tokenizer} if tokenizer else {})})
     if not steps:
-        raise CurateError("nothing to score: give --lid, --quality-model or --perplexity-model")
+        raise CurateError("nothing to score: give --lid, --quality-model, --perplexity-model or --ifd")
     _params(params, steps)
     _run(inputs, steps, out, workers, quiet, overwrite, text_field)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from annotations.profile import profile_vendors, quality_model_scorer, reward_model_scorer
+from annotations.profile import ifd_model_scorer, profile_vendors, quality_model_scorer, reward_model_scorer
 from annotations.records import to_document
 from annotations.report import render_html
 from annotations.vendors import load_config, read_vendor
@@ -33,9 +33,12 @@ def vendors_group():
               help="A train/reward.py model directory: adds reward score distributions.")
 @click.option("--quality-model", type=click.Path(dir_okay=False, path_type=Path),
               help="A fastText quality classifier (curate classifier train): adds P(hq) distributions of answers.")
+@click.option("--ifd-model", type=click.Path(file_okay=False, path_type=Path),
+              help="A Llama folder (our checkpoint or Hugging Face): adds instruction-following difficulty "
+                   "distributions of answers (its tokenizer, else --tokenizer).")
 @click.option("--threshold", default=0.8, show_default=True, help="Near-duplicate Jaccard threshold.")
 @click.option("--seed", default=1, show_default=True, help="MinHash seed.")
-def profile_command(config, out, lid_model, tokenizer, reward_model, quality_model, threshold, seed):
+def profile_command(config, out, lid_model, tokenizer, reward_model, quality_model, ifd_model, threshold, seed):
     """Read every vendor in CONFIG, run the checks, and write the profile.
 
     \b
@@ -48,12 +51,19 @@ def profile_command(config, out, lid_model, tokenizer, reward_model, quality_mod
             raise CurateError(f"{option}: file not found: {path}")
     if reward_model is not None and not reward_model.is_dir():
         raise CurateError(f"--reward-model: directory not found: {reward_model}")
+    if ifd_model is not None and not (ifd_model / "config.json").is_file():
+        raise CurateError(f"--ifd-model: {ifd_model} is not a model folder (no config.json)")
+    if ifd_model is not None and tokenizer is None and not any((ifd_model / n).is_file()
+                                                               for n in ("tokenizer.model", "tokenizer.json")):
+        raise CurateError(f"--ifd-model: no tokenizer in {ifd_model}; give --tokenizer")
     datas = [read_vendor(v) for v in load_config(config)]
     scorers = {}
     if reward_model:
         scorers["reward"] = reward_model_scorer(reward_model)
     if quality_model:
         scorers["quality"] = quality_model_scorer(quality_model)
+    if ifd_model:
+        scorers["ifd"] = ifd_model_scorer(ifd_model, tokenizer)
     profile = profile_vendors(datas, lid_model=lid_model, tokenizer=tokenizer, threshold=threshold, seed=seed,
                               scorers=scorers or None)
     out.mkdir(parents=True, exist_ok=True)

@@ -48,6 +48,7 @@ import yaml
 from curate.basics.errors import CurateError
 from curate.basics.yamlconfig import check_keys, read_yaml_mapping
 from curate.pipeline.runner import run_pipeline
+from experiments import steps as all_steps  # noqa: F401  (arm pipelines may name any layer's steps)
 from experiments import stats
 from experiments.ablate.pretrain import run_pretrain_arms
 from experiments.compare.arms import Arm, Harness, Settings, fingerprint, metric, safe_name
