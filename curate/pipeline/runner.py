@@ -35,7 +35,6 @@ from curate.io.writers import ShardWriter, remove_stale_tmp, removed_table, writ
 from curate.pipeline.config import PipelineConfig, load_config, segments
 from curate.pipeline.executor import Executor, LocalExecutor, report_progress
 from curate.pipeline.progress import Progress
-from curate.pipeline.step import REGISTRY
 from curate.record import Document, from_table, text_bytes, to_table
 from curate.report.run_report import write_run_report
 
@@ -291,8 +290,7 @@ def run_pipeline(config: str | Path | dict, out: str | Path | None = None, worke
     remove_stale_tmp(out)
     shards = split_shards(shards, _work(out) / "spool")  # big compressed files: zstd pieces, a shard each
     steps = cfg.build_steps()
-    # every module that registered a step here, so a worker's registry is the driver's (select builds embed)
-    step_modules = sorted({cls.__module__ for cls in REGISTRY.values()} | {type(s).__module__ for s in steps})
+    step_modules = sorted({type(s).__module__ for s in steps})  # steps a step builds later load by entry point
     segs = segments(steps)
     ex = make_executor(executor, workers) if isinstance(executor, str) else executor
     results: dict[tuple[int, int], dict] = {}
