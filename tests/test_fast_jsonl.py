@@ -115,7 +115,8 @@ def test_truncated_gzip_same_as_line_by_line(shared, tmp_path):
     (b'{"text": "tab\\there", "n": 3}', False),  # a number: json.dumps writes it its own way
     (b'{"text": "ctl \\u0001"}', True),  # a control character inside the text is fine
     (b'{"text": "x", "note": "ctl \\u0001"}', False),  # inside meta json.dumps writes \\u0001
-    (b'{"text": "lone \\ud800"}', False),
+    (b'{"text": "lone \\ud800"}', False),  # pyarrow refuses a lone surrogate
+    (b'{"text": "pair \\ud83d\\ude00", "m": "\\uD83D\\uDE00"}', True),  # a pair decodes as json.loads does
     (b'{"text": " leading space"}', False),  # might be all white space
 ])
 def test_block_meta_equals_json_dumps(tmp_path, line, ok):
