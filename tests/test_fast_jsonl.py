@@ -7,7 +7,6 @@ import json
 import random
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from curate.io import fast_jsonl
@@ -44,7 +43,7 @@ def _run(path: Path, out: Path, fast: bool, steps=()) -> dict:
 def _fast_blocks(path: Path) -> int:
     shard = plan_shards([InputSpec(str(path))])[0]
     parser = fast_jsonl.BlockParser(shard)
-    return sum(parser.parse(block, line, ends) is not None for line, block, ends in fast_jsonl.iter_blocks(shard))
+    return sum(parser.parse(block, line, n) is not None for line, block, n in fast_jsonl.iter_blocks(shard))
 
 
 def test_same_output_on_real_c4(shared, tmp_path, monkeypatch):
@@ -124,8 +123,8 @@ def test_block_meta_equals_json_dumps(tmp_path, line, ok):
     path = tmp_path / "one.jsonl"
     path.write_bytes(line + b"\n")
     shard = plan_shards([InputSpec(str(path))])[0]
-    (first, block, ends), = list(fast_jsonl.iter_blocks(shard))
-    table = fast_jsonl.BlockParser(shard).parse(block, first, ends)
+    (first, block, n), = list(fast_jsonl.iter_blocks(shard))
+    table = fast_jsonl.BlockParser(shard).parse(block, first, n)
     assert (table is not None) == ok
     if ok:
         obj = json.loads(line)
@@ -143,9 +142,30 @@ def test_fields_missing_or_null_across_blocks(tmp_path, monkeypatch):
     path.write_bytes(b"\n".join(lines) + b"\n")
     shard = plan_shards([InputSpec(str(path))])[0]
     parser = fast_jsonl.BlockParser(shard)
-    blocks = [(k + 1, raw + b"\n", np.array([len(raw)])) for k, raw in enumerate(lines)]  # a block per line
-    tables = [parser.parse(block, line, ends) for line, block, ends in blocks]
+    blocks = [(k + 1, raw + b"\n", 1) for k, raw in enumerate(lines)]  # a block per line
+    tables = [parser.parse(block, line, n) for line, block, n in blocks]
     assert [t is not None for t in tables] == [True, True, False]
     assert [t.to_pylist()[0]["meta"] for t in tables[:2]] == ['{"café": "x"}', "{}"]
     a, b = _run(path, tmp_path / "fast", True), _run(path, tmp_path / "slow", False)
     assert a["written"] == b["written"] == 3 and _files(tmp_path / "fast") == _files(tmp_path / "slow")
+
+
+def test_line_over_max_record_bytes_inside_a_block(tmp_path):
+    """A block longer than max_record_bytes is searched for its longest line: a block whose lines all
+    fit is taken, one with a line over the limit goes line by line (that line rejected either way)."""
+    short = [f'{{"text": "line {k}"}}'.encode() for k in range(20)]
+    long_line = b'{"text": "' + b"x" * 200 + b'"}'
+    for name, lines, taken in (("fits", short, True), ("over", short[:10] + [long_line] + short[10:], False)):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_bytes(b"\n".join(lines) + b"\n")
+        shard = plan_shards([InputSpec(str(path), max_record_bytes=100)])[0]
+        (first, block, n), = list(fast_jsonl.iter_blocks(shard))
+        assert len(block) > 100 and (fast_jsonl.BlockParser(shard).parse(block, first, n) is not None) == taken
+        outs = []
+        for fast in (True, False):
+            out = tmp_path / f"{name}-{fast}"
+            cfg = {"inputs": [{"path": str(path), "fast_jsonl": fast, "max_record_bytes": 100}], "steps": [], "output": {"dir": str(out)}}
+            stats = run_pipeline(cfg, workers=1, quiet=True)
+            assert stats["balanced"] and stats["rejected"] == (0 if taken else 1)
+            outs.append(_files(out))
+        assert outs[0] == outs[1]
