@@ -7,6 +7,7 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from curate.io import fast_jsonl
@@ -43,7 +44,7 @@ def _run(path: Path, out: Path, fast: bool, steps=()) -> dict:
 def _fast_blocks(path: Path) -> int:
     shard = plan_shards([InputSpec(str(path))])[0]
     parser = fast_jsonl.BlockParser(shard)
-    return sum(parser.parse(block, line, n) is not None for line, block, n in fast_jsonl.iter_blocks(shard))
+    return sum(parser.parse(block, line, ends) is not None for line, block, ends in fast_jsonl.iter_blocks(shard))
 
 
 def test_same_output_on_real_c4(shared, tmp_path, monkeypatch):
@@ -123,8 +124,8 @@ def test_block_meta_equals_json_dumps(tmp_path, line, ok):
     path = tmp_path / "one.jsonl"
     path.write_bytes(line + b"\n")
     shard = plan_shards([InputSpec(str(path))])[0]
-    (first, block, n), = list(fast_jsonl.iter_blocks(shard))
-    table = fast_jsonl.BlockParser(shard).parse(block, first, n)
+    (first, block, ends), = list(fast_jsonl.iter_blocks(shard))
+    table = fast_jsonl.BlockParser(shard).parse(block, first, ends)
     assert (table is not None) == ok
     if ok:
         obj = json.loads(line)
@@ -142,8 +143,8 @@ def test_fields_missing_or_null_across_blocks(tmp_path, monkeypatch):
     path.write_bytes(b"\n".join(lines) + b"\n")
     shard = plan_shards([InputSpec(str(path))])[0]
     parser = fast_jsonl.BlockParser(shard)
-    blocks = [(k + 1, raw + b"\n", 1) for k, raw in enumerate(lines)]  # a block per line
-    tables = [parser.parse(block, line, n) for line, block, n in blocks]
+    blocks = [(k + 1, raw + b"\n", np.array([len(raw)])) for k, raw in enumerate(lines)]  # a block per line
+    tables = [parser.parse(block, line, ends) for line, block, ends in blocks]
     assert [t is not None for t in tables] == [True, True, False]
     assert [t.to_pylist()[0]["meta"] for t in tables[:2]] == ['{"café": "x"}', "{}"]
     a, b = _run(path, tmp_path / "fast", True), _run(path, tmp_path / "slow", False)
@@ -151,8 +152,8 @@ def test_fields_missing_or_null_across_blocks(tmp_path, monkeypatch):
 
 
 def test_line_over_max_record_bytes_inside_a_block(tmp_path):
-    """A block longer than max_record_bytes is searched for its longest line: a block whose lines all
-    fit is taken, one with a line over the limit goes line by line (that line rejected either way)."""
+    """A block whose lines all fit max_record_bytes is taken whole, one with a line over the limit goes
+    line by line (that line rejected either way), and both give the same files."""
     short = [f'{{"text": "line {k}"}}'.encode() for k in range(20)]
     long_line = b'{"text": "' + b"x" * 200 + b'"}'
     for name, lines, taken in (("fits", short, True), ("over", short[:10] + [long_line] + short[10:], False)):

@@ -39,8 +39,8 @@ class _ReadFailed(Exception):
         self.line = line
 
 
-def iter_blocks(shard: Shard, block_bytes: int | None = None) -> Iterator[tuple[int, bytes, int]]:
-    """(first line number, block, number of newlines in it) over a JSONL shard; each block is
+def iter_blocks(shard: Shard, block_bytes: int | None = None) -> Iterator[tuple[int, bytes, np.ndarray]]:
+    """(first line number, block, offsets of its newlines) over a JSONL shard; each block is
     whole lines (newline included) except possibly the file's last line. ``block_bytes``:
     how much to read at a time (default BLOCK_BYTES)."""
     block_bytes = block_bytes or BLOCK_BYTES
@@ -63,12 +63,12 @@ def iter_blocks(shard: Shard, block_bytes: int | None = None) -> Iterator[tuple[
                 carry.append(chunk)  # a line longer than a block
                 continue
             block = b"".join(carry + [chunk[:cut]]) if carry else chunk[:cut]
-            n = block.count(b"\n")
-            yield line, block, n
-            line += n
+            ends = np.flatnonzero(np.frombuffer(block, np.uint8) == 10)
+            yield line, block, ends
+            line += len(ends)
             carry = [chunk[cut:]] if cut < len(chunk) else []
     if carry:
-        yield line, b"".join(carry), 0
+        yield line, b"".join(carry), np.zeros(0, np.int64)
 
 
 class BlockParser:
@@ -79,18 +79,18 @@ class BlockParser:
         self.shard = shard
         self.fields: dict[str, pa.DataType] = {}
 
-    def parse(self, block: bytes, first_line: int, lines: int) -> pa.Table | None:
-        """The block (of ``lines`` newline-ended lines) as a table in :data:`curate.record.SCHEMA`,
-        or None when it must go line by line. The checks are whole-block byte searches, no
-        per-line work."""
-        if not lines or not block.endswith(b"\n") or b"\r" in block or b"\x00" in block:
+    def parse(self, block: bytes, first_line: int, ends: np.ndarray) -> pa.Table | None:
+        """The block (whose newlines are at ``ends``) as a table in :data:`curate.record.SCHEMA`,
+        or None when it must go line by line."""
+        if not len(ends) or not block.endswith(b"\n") or b"\r" in block or b"\x00" in block:
             return None
-        if not block.startswith(b"{") or block.count(b"\n{") != lines - 1:
+        starts = np.concatenate(([0], ends[:-1] + 1))
+        if (np.frombuffer(block, np.uint8)[starts] != ord("{")).any():
             return None  # a blank line, leading white space or not an object: line by line
-        if len(block) > self.shard.spec.max_record_bytes and _longest_line(block) > self.shard.spec.max_record_bytes:
+        if (ends - starts).max() > self.shard.spec.max_record_bytes:
             return None
         table = self._read(block)
-        if table is None or table.num_rows != lines:
+        if table is None or table.num_rows != len(ends):
             return None
         return self._to_schema(table, block, first_line)
 
@@ -135,12 +135,6 @@ class BlockParser:
         return pa.Table.from_arrays([pc.cast(ids, pa.string()), text, source, meta], schema=SCHEMA)
 
 
-def _longest_line(block: bytes) -> int:
-    """Bytes in the block's longest newline-ended line, the newline not counted."""
-    ends = np.flatnonzero(np.frombuffer(block, np.uint8) == 10)
-    return int(np.diff(ends, prepend=-1).max()) - 1 if len(ends) else len(block)
-
-
 def _meta_json(columns: dict[str, pa.ChunkedArray], n: int) -> pa.Array | None:
     """``json.dumps(row, ensure_ascii=False, sort_keys=True)`` of string columns, in Arrow; None
     when a value holds a control character json.dumps would write as \\u00XX."""
@@ -167,8 +161,8 @@ def jsonl_batches(shard: Shard, batch_size: int, parse_line: Callable, truncated
     parser = BlockParser(shard)
     batch = _Batches(batch_size, as_table)
     try:
-        for first_line, block, lines in iter_blocks(shard):
-            table = parser.parse(block, first_line, lines)
+        for first_line, block, ends in iter_blocks(shard):
+            table = parser.parse(block, first_line, ends)
             if table is not None:
                 yield from batch.add_table(table)
                 continue
