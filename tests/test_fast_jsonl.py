@@ -170,3 +170,21 @@ def test_line_over_max_record_bytes_inside_a_block(tmp_path):
             assert stats["balanced"] and stats["rejected"] == (0 if taken else 1)
             outs.append(_files(out))
         assert outs[0] == outs[1]
+
+
+def test_no_step_run_on_threads_gives_the_same_files(tmp_path, monkeypatch):
+    """With no step and several workers, the shards run on threads of this process (no worker process
+    is started) and the files equal those of a one-worker run, shard for shard."""
+    from curate.pipeline.executor import LocalExecutor
+
+    src = Path(__file__).resolve().parents[1] / "examples/data/c4_demo.jsonl"
+    cfg = lambda out: {"inputs": [{"path": str(src), "shard_bytes": 100_000}], "steps": [], "output": {"dir": str(out)}}  # noqa: E731
+    one = run_pipeline(cfg(tmp_path / "one"), workers=1, quiet=True)
+
+    def no_pool(self):
+        raise AssertionError("a worker process was started")
+
+    monkeypatch.setattr(LocalExecutor, "_ensure_pool", no_pool)
+    two = run_pipeline(cfg(tmp_path / "two"), workers=2, quiet=True)
+    assert two["shards"] == one["shards"] >= 5 and two["read"] == one["read"] and two["balanced"]
+    assert _files(tmp_path / "one") == _files(tmp_path / "two") != {}
