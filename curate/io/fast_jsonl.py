@@ -12,7 +12,6 @@ writes, so a block can go to the Parquet writer without a Python object per docu
 """
 from __future__ import annotations
 
-import io
 import json
 from typing import Callable, Iterator
 
@@ -99,7 +98,7 @@ class BlockParser:
             opts = pj.ParseOptions(explicit_schema=pa.schema(list(self.fields.items())) if self.fields else None,
                                    unexpected_field_behavior="infer")
             try:
-                table = pj.read_json(io.BytesIO(block), read_options=pj.ReadOptions(block_size=1 << 20), parse_options=opts)
+                table = pj.read_json(pa.BufferReader(block), read_options=pj.ReadOptions(block_size=1 << 20), parse_options=opts)
                 table.validate(full=True)  # the JSON reader passes invalid UTF-8 through; this finds it
             except (pa.ArrowInvalid, UnicodeDecodeError):
                 return None
