@@ -115,7 +115,8 @@ def test_truncated_gzip_same_as_line_by_line(shared, tmp_path):
     (b'{"text": "tab\\there", "n": 3}', False),  # a number: json.dumps writes it its own way
     (b'{"text": "ctl \\u0001"}', True),  # a control character inside the text is fine
     (b'{"text": "x", "note": "ctl \\u0001"}', False),  # inside meta json.dumps writes \\u0001
-    (b'{"text": "lone \\ud800"}', False),
+    (b'{"text": "lone \\ud800"}', False),  # pyarrow refuses a lone surrogate
+    (b'{"text": "pair \\ud83d\\ude00", "m": "\\uD83D\\uDE00"}', True),  # a pair decodes as json.loads does
     (b'{"text": " leading space"}', False),  # might be all white space
 ])
 def test_block_meta_equals_json_dumps(tmp_path, line, ok):
@@ -148,3 +149,42 @@ def test_fields_missing_or_null_across_blocks(tmp_path, monkeypatch):
     assert [t.to_pylist()[0]["meta"] for t in tables[:2]] == ['{"café": "x"}', "{}"]
     a, b = _run(path, tmp_path / "fast", True), _run(path, tmp_path / "slow", False)
     assert a["written"] == b["written"] == 3 and _files(tmp_path / "fast") == _files(tmp_path / "slow")
+
+
+def test_line_over_max_record_bytes_inside_a_block(tmp_path):
+    """A block whose lines all fit max_record_bytes is taken whole, one with a line over the limit goes
+    line by line (that line rejected either way), and both give the same files."""
+    short = [f'{{"text": "line {k}"}}'.encode() for k in range(20)]
+    long_line = b'{"text": "' + b"x" * 200 + b'"}'
+    for name, lines, taken in (("fits", short, True), ("over", short[:10] + [long_line] + short[10:], False)):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_bytes(b"\n".join(lines) + b"\n")
+        shard = plan_shards([InputSpec(str(path), max_record_bytes=100)])[0]
+        (first, block, n), = list(fast_jsonl.iter_blocks(shard))
+        assert len(block) > 100 and (fast_jsonl.BlockParser(shard).parse(block, first, n) is not None) == taken
+        outs = []
+        for fast in (True, False):
+            out = tmp_path / f"{name}-{fast}"
+            cfg = {"inputs": [{"path": str(path), "fast_jsonl": fast, "max_record_bytes": 100}], "steps": [], "output": {"dir": str(out)}}
+            stats = run_pipeline(cfg, workers=1, quiet=True)
+            assert stats["balanced"] and stats["rejected"] == (0 if taken else 1)
+            outs.append(_files(out))
+        assert outs[0] == outs[1]
+
+
+def test_no_step_run_on_threads_gives_the_same_files(tmp_path, monkeypatch):
+    """With no step and several workers, the shards run on threads of this process (no worker process
+    is started) and the files equal those of a one-worker run, shard for shard."""
+    from curate.pipeline.executor import LocalExecutor
+
+    src = Path(__file__).resolve().parents[1] / "examples/data/c4_demo.jsonl"
+    cfg = lambda out: {"inputs": [{"path": str(src), "shard_bytes": 100_000}], "steps": [], "output": {"dir": str(out)}}  # noqa: E731
+    one = run_pipeline(cfg(tmp_path / "one"), workers=1, quiet=True)
+
+    def no_pool(self):
+        raise AssertionError("a worker process was started")
+
+    monkeypatch.setattr(LocalExecutor, "_ensure_pool", no_pool)
+    two = run_pipeline(cfg(tmp_path / "two"), workers=2, quiet=True)
+    assert two["shards"] == one["shards"] >= 5 and two["read"] == one["read"] and two["balanced"]
+    assert _files(tmp_path / "one") == _files(tmp_path / "two") != {}

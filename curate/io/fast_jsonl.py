@@ -2,17 +2,17 @@
 
 A block is taken only when it is certain to give exactly what the line-by-line reader
 gives: every line one object whose fields are all strings, no blank line, no line over
-``max_record_bytes``, no NUL, CR or surrogate escape, no empty text, no field that is
+``max_record_bytes``, no NUL or CR, no empty text, no field that is
 null or missing in some rows. Any other block is handed back, whole, to the line-by-line
-reader, so line numbers, rejects and counts never change. The block's ``meta`` column is
+reader, so line numbers, rejects and counts never change. Surrogate escapes need no scan of
+their own: pyarrow refuses a lone one (the block then goes line by line) and decodes a pair
+to the character ``json.loads`` gives. The block's ``meta`` column is
 built in Arrow as the same text ``json.dumps(meta, ensure_ascii=False, sort_keys=True)``
 writes, so a block can go to the Parquet writer without a Python object per document.
 """
 from __future__ import annotations
 
-import io
 import json
-import re
 from typing import Callable, Iterator
 
 import numpy as np
@@ -24,7 +24,6 @@ from curate.io.sources import Shard, TruncatedInput, iter_lines, open_binary
 from curate.record import SCHEMA, Document, from_table, to_table
 
 BLOCK_BYTES = 8 << 20  # bytes of whole lines handed to pyarrow at a time
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 # Characters json.dumps escapes as \u00XX (it writes \n \r \t \b \f as two-character escapes).
 _OTHER_CONTROL = "[\x00-\x07\x0b\x0e-\x1f]"
 # A superset of what str.strip() removes: a text made only of these might be "empty text".
@@ -82,8 +81,7 @@ class BlockParser:
     def parse(self, block: bytes, first_line: int, ends: np.ndarray) -> pa.Table | None:
         """The block (whose newlines are at ``ends``) as a table in :data:`curate.record.SCHEMA`,
         or None when it must go line by line."""
-        if (not len(ends) or not block.endswith(b"\n") or b"\r" in block or b"\x00" in block
-                or (b"\\u" in block and _SURROGATE_ESCAPE.search(block))):
+        if not len(ends) or not block.endswith(b"\n") or b"\r" in block or b"\x00" in block:
             return None
         starts = np.concatenate(([0], ends[:-1] + 1))
         if (np.frombuffer(block, np.uint8)[starts] != ord("{")).any():
@@ -100,7 +98,7 @@ class BlockParser:
             opts = pj.ParseOptions(explicit_schema=pa.schema(list(self.fields.items())) if self.fields else None,
                                    unexpected_field_behavior="infer")
             try:
-                table = pj.read_json(io.BytesIO(block), read_options=pj.ReadOptions(block_size=1 << 20), parse_options=opts)
+                table = pj.read_json(pa.BufferReader(block), read_options=pj.ReadOptions(block_size=1 << 20), parse_options=opts)
                 table.validate(full=True)  # the JSON reader passes invalid UTF-8 through; this finds it
             except (pa.ArrowInvalid, UnicodeDecodeError):
                 return None

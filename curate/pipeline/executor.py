@@ -12,7 +12,8 @@ import multiprocessing as mp
 import os
 import queue as queue_mod
 import signal
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+import threading
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, as_completed, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
@@ -107,6 +108,34 @@ class LocalExecutor(Executor):
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
+
+
+class ThreadExecutor(Executor):
+    """``workers`` threads in this process. For tasks whose work is pyarrow's, which releases the
+    GIL (the runner's no-step JSONL -> Parquet tasks): they run in parallel as well as in worker
+    processes, without starting any (about 1 s of imports on a loaded 2-core machine)."""
+
+    def __init__(self, workers: int | None = None):
+        self.workers = workers or os.cpu_count() or 1
+
+    def map(self, fn, payloads, on_progress=None):
+        on_progress = on_progress or _ignore
+        lock = threading.Lock()
+
+        def sink(n_docs: int) -> None:
+            with lock:
+                on_progress(n_docs)
+
+        set_progress_sink(sink)
+        try:
+            with ThreadPoolExecutor(self.workers) as pool:
+                for fut in as_completed([pool.submit(fn, p) for p in payloads]):
+                    yield fut.result()
+        finally:
+            set_progress_sink(None)
+
+    def close(self) -> None:
+        pass
 
 
 @contextmanager

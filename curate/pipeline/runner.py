@@ -33,7 +33,7 @@ from curate.io.sources import Shard, fingerprint, plan_shards
 from curate.io.spool import split_shards
 from curate.io.writers import ShardWriter, remove_stale_tmp, removed_table, write_jsonl, write_parquet
 from curate.pipeline.config import PipelineConfig, load_config, segments
-from curate.pipeline.executor import Executor, LocalExecutor, report_progress
+from curate.pipeline.executor import Executor, LocalExecutor, ThreadExecutor, report_progress
 from curate.pipeline.progress import Progress
 from curate.record import Document, from_table, text_bytes, to_table
 from curate.report.run_report import write_run_report
@@ -293,6 +293,8 @@ def run_pipeline(config: str | Path | dict, out: str | Path | None = None, worke
     step_modules = sorted({type(s).__module__ for s in steps})  # steps a step builds later load by entry point
     segs = segments(steps)
     ex = make_executor(executor, workers) if isinstance(executor, str) else executor
+    if _arrow_only(cfg, steps, shards) and isinstance(ex, LocalExecutor) and ex.workers > 1:
+        ex = ThreadExecutor(ex.workers)  # pyarrow's work from reader to writer: threads, no worker process to start
     results: dict[tuple[int, int], dict] = {}
     reduce_stats: dict[int, dict] = {}
     t_start = time.perf_counter()
@@ -324,6 +326,12 @@ def run_pipeline(config: str | Path | dict, out: str | Path | None = None, worke
     shutil.rmtree(_work(out) / "spool", ignore_errors=True)
     write_run_report(out)
     return stats
+
+
+def _arrow_only(cfg: PipelineConfig, steps: list, shards: list[Shard]) -> bool:
+    """True when every task hands the fast JSONL reader's Arrow tables straight to the Parquet
+    writer (no step): work that releases the GIL."""
+    return not steps and cfg.out_format == "parquet" and all(s.format == "jsonl" and s.spec.fast_jsonl for s in shards)
 
 
 def _reduce(out: Path, step, index: int, n_shards: int, quiet: bool, ex: Executor) -> dict:
