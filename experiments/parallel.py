@@ -104,8 +104,24 @@ def run_cells_ray(cell: Callable, todo: list[tuple[str, int]], write: Callable, 
         import ray
     except ImportError:
         raise CurateError("--executor ray needs ray (pip install 'curate[ray]')") from None
-    if not ray.is_initialized():
+    started = not ray.is_initialized()
+    if started:
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=not quiet)
+    try:
+        failed = _run_ray_tasks(cell, todo, write, quiet, label)
+    finally:
+        if started:  # leave no Ray runtime behind us in this process (a later ray.init would fail)
+            ray.shutdown()
+    if failed:
+        raise CurateError(f"{len(failed)} cell(s) failed (rerun to retry them; the others are kept): "
+                          + "; ".join(failed))
+
+
+def _run_ray_tasks(cell: Callable, todo: list[tuple[str, int]], write: Callable, quiet: bool,
+                   label: str) -> list[str]:
+    """Submit every cell, write each result as it arrives; the failures, one line each."""
+    import ray
+
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     ref = ray.put(cell)
 
@@ -127,6 +143,4 @@ def run_cells_ray(cell: Callable, todo: list[tuple[str, int]], write: Callable, 
                 print(f"[{label}] {arm} seed {seed} done ({time.perf_counter() - t0:.0f} s)", flush=True)
         except Exception as e:  # a failed task loses only its own cell
             failed.append(f"{arm} seed {seed}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-    if failed:
-        raise CurateError(f"{len(failed)} cell(s) failed (rerun to retry them; the others are kept): "
-                          + "; ".join(failed))
+    return failed
