@@ -130,7 +130,8 @@ def _dedup(stats: dict, clusters: dict, kept: dict) -> str:
             ax.bar([str(k) for k, _ in sizes], [v for _, v in sizes], label=s["step"], alpha=0.7)
     ax.set_xlabel("cluster size (documents)")
     ax.set_ylabel("clusters")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # no bars when no step found a cluster
+        ax.legend(fontsize=8)
     parts.append(png(fig))
     parts.append(table(["step", "clusters", "removed", "candidate pairs"],
                        [[s["step"], s["global"].get("clusters"), s["removed"], s["global"].get("candidate_pairs")] for s in dedup]))
