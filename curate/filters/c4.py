@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from curate.basics.errors import CurateError
-from curate.filters.languages import LanguageRouter
+from curate.filters.languages import LanguageFilter, LanguageRouter
 from curate.filters.text import count_sentences
 from curate.pipeline.params import flag, number
-from curate.pipeline.step import Filter, Step, register
+from curate.pipeline.step import Step, register
 from curate.record import Removed
 
 CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
@@ -137,7 +137,7 @@ def load_word_list(path: str | Path) -> list[str]:
 
 
 @register("c4_badwords")
-class C4BadWords(Filter):
+class C4BadWords(LanguageFilter):
     """Drop documents containing a listed word or phrase as a whole word (case-insensitive).
     ``words_path`` defaults to the LDNOOBW list shipped with curate for the document's
     ``meta.lang`` (English when absent; languages without a list are kept); a file given
@@ -173,9 +173,7 @@ class C4BadWords(Filter):
         self._regex = re.compile(pattern)
         self._rng = np.random.default_rng(self.seed)
 
-    def reason(self, doc):
-        if self.router is not None:
-            return self.router.pick(doc).reason(doc)
+    def reason_in_language(self, doc):
         if self._regex is None:
             self.setup()
         found = self._regex.search((doc.get(self.text_key) or "").lower())

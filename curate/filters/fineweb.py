@@ -3,14 +3,14 @@ datatrove's ``FineWebQualityFilter`` defaults and decision order."""
 from __future__ import annotations
 
 from curate.filters.gopher import dup_count_and_chars, fmt_number
-from curate.filters.languages import LanguageRouter
+from curate.filters.languages import LanguageFilter, LanguageRouter
 from curate.filters.text import TERMINAL_TUPLE, split_words
 from curate.pipeline.params import flag, number
-from curate.pipeline.step import Filter, register
+from curate.pipeline.step import register
 
 
 @register("fineweb_quality")
-class FineWebQuality(Filter):
+class FineWebQuality(LanguageFilter):
     """Drop documents whose non-empty lines mostly lack terminal punctuation, are mostly
     short, repeat each other, or that are lists (many newlines per word). Words and
     thresholds follow ``meta.lang`` as in ``gopher_quality``."""
@@ -45,9 +45,7 @@ class FineWebQuality(Filter):
         self.language = language or "en"
         self.router = LanguageRouter(self, locals(), language, languages)
 
-    def reason(self, doc):
-        if self.router is not None:
-            return self.router.pick(doc).reason(doc)
+    def reason_in_language(self, doc):
         text = doc.get(self.text_key) or ""
         lines = [ln for ln in text.split("\n") if ln.strip()]
         if not lines:

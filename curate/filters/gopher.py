@@ -11,10 +11,10 @@ from itertools import compress
 
 import numpy as np
 
-from curate.filters.languages import LanguageRouter
+from curate.filters.languages import LanguageFilter, LanguageRouter
 from curate.filters.text import LETTERS, SYMBOL, WORD_KINDS, split_words
 from curate.pipeline.params import number
-from curate.pipeline.step import Filter, register
+from curate.pipeline.step import register
 
 STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 _PARAGRAPHS = re.compile(r"\n{2,}")
@@ -26,7 +26,7 @@ def fmt_number(x: float) -> str:
 
 
 @register("gopher_quality")
-class GopherQuality(Filter):
+class GopherQuality(LanguageFilter):
     """Drop documents that fail Gopher's quality heuristics. Words are counted without
     pure-punctuation tokens; ratios are fractions in [0, 1]. Words, stop words and
     thresholds follow each document's ``meta.lang`` unless ``language`` fixes one
@@ -68,9 +68,7 @@ class GopherQuality(Filter):
         self.language = language or "en"
         self.router = LanguageRouter(self, locals(), language, languages)
 
-    def reason(self, doc):
-        if self.router is not None:
-            return self.router.pick(doc).reason(doc)
+    def reason_in_language(self, doc):
         text = doc.get(self.text_key) or ""
         words = split_words(text, self.language)
         n_words = len(words)
@@ -201,7 +199,7 @@ def _dup_ngram_chars(grams: tuple[np.ndarray, np.ndarray], n: int, cum_len: np.n
 
 
 @register("gopher_repetition")
-class GopherRepetition(Filter):
+class GopherRepetition(LanguageFilter):
     """Drop documents with too much repeated content: duplicate lines and paragraphs
     (by count and by characters), the most frequent 2-4-grams, and repeated 5-10-grams.
     Fractions are of the document's characters unless they say otherwise. Words and
@@ -239,9 +237,7 @@ class GopherRepetition(Filter):
         self.language = language or "en"
         self.router = LanguageRouter(self, locals(), language, languages)
 
-    def reason(self, doc):
-        if self.router is not None:
-            return self.router.pick(doc).reason(doc)
+    def reason_in_language(self, doc):
         text = doc.get(self.text_key) or ""
         if not text:
             return "empty"

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+from curate.pipeline.step import Filter
+
 SETTINGS_PATH = Path(__file__).with_name("languages.yaml")
 FALLBACK = "default"
 DEFAULT_LANGUAGE = "en"  # documents without meta.lang, as before the language step existed
@@ -85,3 +87,18 @@ class LanguageRouter:
         if not has_settings(lang):
             self.step.counters[f"lang_fallback_{lang}"] += 1
         return self.copy_for(lang)
+
+
+class LanguageFilter(Filter):
+    """A filter with settings per language. Its ``__init__`` sets ``self.router`` (a
+    :class:`LanguageRouter`); ``reason`` hands each document to the copy made for the document's
+    language, whose ``reason_in_language`` decides."""
+
+    router: LanguageRouter | None = None
+
+    def reason(self, doc):
+        step = self.router.pick(doc) if self.router is not None else self
+        return step.reason_in_language(doc)
+
+    def reason_in_language(self, doc) -> str | None:
+        raise NotImplementedError
