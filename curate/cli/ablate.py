@@ -25,7 +25,7 @@ def data_cmd(config, out, quiet):
 
     \b
     Example:
-      curate ablate data examples/ablate/sft_shuffle.yaml --out out/ablate_sft
+      curate ablate data examples/ablate/sft_clean_vs_noisy.yaml --out out/ablate_sft
     """
     cfg = load_config(config)
     result = run_ablation(cfg, out, quiet=quiet)
