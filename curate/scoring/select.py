@@ -32,6 +32,7 @@ import numpy as np
 
 from curate.dedup.minhash import jaccard, minhash_signatures
 from curate.dedup.normalize import normalize_words
+from curate.pipeline.params import number
 from curate.pipeline.step import GlobalStep, build_step, register
 from curate.record import Document, Removed
 
@@ -93,15 +94,19 @@ class Select(GlobalStep):
         super().__init__()
         if (key is None) == (weights is None):
             raise ValueError("select needs exactly one of key or weights")
-        if weights is not None and (not isinstance(weights, dict) or not weights or
-                                    not all(isinstance(w, (int, float)) for w in weights.values())):
+        if weights is not None and (not isinstance(weights, dict) or not weights):
             raise ValueError("select: weights must map meta fields to numbers")
+        for field_name, w in (weights or {}).items():
+            number(f"select.weights.{field_name}", w)
         if (top_n is None) == (top_fraction is None):
             raise ValueError("select needs exactly one of top_n or top_fraction")
-        if top_n is not None and top_n < 0 or top_fraction is not None and not 0.0 < top_fraction <= 1.0:
-            raise ValueError("select: top_n must be >= 0 and top_fraction in (0, 1]")
-        if radius is not None and not 0.0 <= radius < 1.0:
-            raise ValueError("select: radius must be in [0, 1)")
+        number("select.top_n", top_n, lo=0, integer=True, optional=True)
+        if top_fraction is not None and number("select.top_fraction", top_fraction, lo=0, hi=1) == 0:
+            raise ValueError("select: top_fraction in (0, 1] is needed, got 0")
+        if radius is not None and number("select.radius", radius, lo=0, hi=1) == 1:
+            raise ValueError("select: radius must be in [0, 1) (1 would keep every candidate)")
+        for name, value in (("ngram", ngram), ("num_perm", num_perm), ("batch_size", batch_size), ("max_tokens", max_tokens)):
+            number(f"select.{name}", value, lo=1, integer=True)
         if model is not None and not (Path(model) / "config.json").is_file():
             raise ValueError(f"select: {model} is not a model folder (no config.json)")
         self.weights = {key: 1.0} if key is not None else {k: float(w) for k, w in weights.items()}

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from curate.basics.device import resolve_device
+from curate.pipeline.params import number
 from curate.pipeline.step import Step, register
 from train.api import load_model, mean_hidden_states
 from train.tokenizer import Tokenizer
@@ -32,6 +33,8 @@ class Embed(Step):
         super().__init__()
         if not (Path(model) / "config.json").is_file():
             raise ValueError(f"embed: {model} is not a model folder (no config.json)")
+        number("embed.batch_size", batch_size, lo=1, integer=True)
+        number("embed.max_tokens", max_tokens, lo=1, integer=True)
         self.model_path, self.tokenizer_path = model, tokenizer or model
         self.batch_size, self.max_tokens, self.device = batch_size, max_tokens, device
         self.text_key, self.key = text_key, key

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from curate.basics.device import resolve_device
+from curate.pipeline.params import number
 from curate.pipeline.step import Step, register
 from train.api import ifd_scores, load_model
 from train.sft import TEMPLATES, to_messages
@@ -52,8 +53,9 @@ class IFDScore(Step):
             raise ValueError(f"ifd: {model} is not a model folder (no config.json)")
         if template not in TEMPLATES:
             raise ValueError(f"ifd: unknown template {template!r} (choose from {', '.join(TEMPLATES)})")
-        if batch_size < 1 or max_tokens < 2:
-            raise ValueError("ifd: batch_size must be >= 1 and max_tokens >= 2")
+        number("ifd.batch_size", batch_size, lo=1, integer=True)
+        number("ifd.max_tokens", max_tokens, lo=2, integer=True)
+        number("ifd.flag_at", flag_at, lo=0)
         if dtype not in ("float32", "bfloat16"):
             raise ValueError("ifd: dtype must be float32 or bfloat16")
         self.model_path, self.tokenizer_path = model, tokenizer or model
