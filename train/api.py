@@ -14,12 +14,12 @@ from train.embed import mean_hidden_states
 from train.generate import generate
 from train.ifd import IFD, ifd_scores
 from train.reward import RewardModel, score, train_reward_model
-from train.run import load_model, pretrain
+from train.run import load_model, lora_config, pretrain
 from train.run import sft as finetune
 from train.sft import IGNORE, Encoded, answer_loss, encode, encode_all, load_examples, pack, resolve_template, segments
 
 __all__ = ["IFD", "RewardModel", "answer_ids", "answer_losses", "answer_tokens", "doc_losses", "finetune", "generate",
-           "ifd_scores", "load_examples", "load_model", "mean_hidden_states", "packed_rows", "pretrain", "prompt_ids",
+           "ifd_scores", "load_examples", "load_model", "lora_config", "mean_hidden_states", "packed_rows", "pretrain", "prompt_ids",
            "resolve_template", "score", "train_reward_model"]
 
 

@@ -52,8 +52,12 @@ class LoRAConfig:
         unknown = [t for t in self.targets if t not in PROJECTIONS]
         if unknown or not self.targets:
             raise ValueError(f"lora targets {list(unknown) or '[]'}: choose from {', '.join(PROJECTIONS)}")
-        if self.rank < 1:
-            raise ValueError(f"lora rank must be >= 1, got {self.rank}")
+        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
+            raise ValueError(f"lora rank must be an integer >= 1, got {self.rank!r}")
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0 < self.alpha < math.inf:
+            raise ValueError(f"lora alpha must be a positive number, got {self.alpha!r}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise ValueError(f"lora dropout must be in [0, 1), got {self.dropout!r}")
 
 
 class LoRALinear(nn.Linear):

@@ -160,7 +160,7 @@ def sft(cfg=None, *, model: Llama | None = None, tokenizer=None, examples=None, 
         val_fraction = 0.0
     try:
         template = resolve_template(template, tokenizer)
-        lora_cfg = _lora_config(method, lora)
+        lora_cfg = lora_config(method, lora)
     except ValueError as e:
         raise CurateError(f"sft: {e}") from None
     world = distributed.init(_device(tc))
@@ -223,7 +223,9 @@ def _base_placement(method: str, tc: TrainConfig) -> dict:
     return {}
 
 
-def _lora_config(method: str, lora) -> LoRAConfig | None:
+def lora_config(method: str, lora) -> LoRAConfig | None:
+    """The LoRAConfig that ``method`` (full | lora) and ``lora`` (a dict of its fields) ask for;
+    None for full fine-tuning. ValueError with one line for anything else."""
     if method not in ("full", "lora"):
         raise ValueError(f"method {method!r}: choose full or lora")
     if method == "full":

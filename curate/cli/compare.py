@@ -17,7 +17,7 @@ from experiments.report import verdict_lines
 @click.option("--seeds", type=int, help="Override the config's number of paired seeds.")
 @click.option("--method", type=click.Choice(["full", "lora"]), help="Override the config's method: full "
               "fine-tuning, or LoRA adapters on the frozen base.")
-@click.option("--workers", type=int, default=1, show_default=True,
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="(vendor, seed) runs in parallel, one worker process per GPU (or CPU worker).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="ray: each (vendor, seed) run is a Ray task asking for one GPU.")

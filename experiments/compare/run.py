@@ -59,7 +59,7 @@ from experiments import stats
 from experiments.compare.arms import Arm, Harness, Settings, fingerprint, metric
 from experiments.report import write_report
 from experiments.results import Comparison, VendorSummary
-from train.api import (RewardModel, generate, load_examples, load_model, prompt_ids, resolve_template, score,
+from train.api import (RewardModel, generate, load_examples, load_model, lora_config, prompt_ids, resolve_template, score,
                        train_reward_model)
 from train.tokenizer import Tokenizer
 
@@ -91,6 +91,12 @@ class CompareConfig:
     method: str = "full"
     lora: dict = field(default_factory=dict)
     mismatch_seed: int = 0
+
+    def __post_init__(self):
+        try:  # checked now, before the plan is written, not when the first arm trains
+            lora_config(self.method, self.lora)
+        except (TypeError, ValueError) as e:
+            raise CurateError(f"compare config: {e}") from None
 
     def settings(self) -> Settings:
         base = Settings()
