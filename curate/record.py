@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 SCHEMA = pa.schema(
     [
@@ -79,3 +80,61 @@ def from_table(table: pa.Table) -> list[Document]:
         Document(id=i, text=t, source=s or "", meta=json.loads(m) if m else {})
         for i, t, s, m in zip(cols["id"], cols["text"], cols["source"], metas)
     ]
+
+
+_IMMUTABLE = (str, int, float, bool, type(None))  # meta values whose identity proves them unchanged
+_ABSENT = object()
+
+
+class TableBatch:
+    """A batch read as an Arrow table (in :data:`SCHEMA`) with its Documents, ``docs``, for the
+    steps. Remembers each document's row, so that documents no step changed go back to Arrow
+    without rebuilding their fields: a text's UTF-8 length comes from the table, and a meta's
+    JSON is reused while the dict still holds the very values read (immutable ones only). The
+    table must be one curate's readers made: meta written as :func:`to_table` writes it."""
+
+    def __init__(self, table: pa.Table):
+        self.table = table
+        self.docs = from_table(table)
+        self._row = {id(d): i for i, d in enumerate(self.docs)}
+        self._fields = [(d.id, d.text, d.source, tuple(d.meta.items())) for d in self.docs]
+        self._meta_json = [m or "{}" for m in table["meta"].to_pylist()]
+        self._same_as_read = not (table["source"].null_count or table["meta"].null_count)  # from_table fills nulls
+        self._text_bytes = pc.binary_length(table["text"]).to_pylist()
+        self._new_text_bytes: dict[int, tuple[str, int]] = {}  # id(text) -> (text, UTF-8 bytes), the text kept alive
+
+    def _read_row(self, doc: Document) -> int | None:
+        """The row ``doc`` was read from, when a step may have replaced its text but left its meta
+        as read; None for a new Document or a changed meta."""
+        row = self._row.get(id(doc))
+        if row is None:
+            return None
+        items = self._fields[row][3]
+        meta = doc.meta
+        if len(meta) != len(items) or not all(type(v) in _IMMUTABLE and meta.get(k, _ABSENT) is v for k, v in items):
+            return None
+        return row
+
+    def text_bytes(self, docs: list[Document]) -> int:
+        """Total UTF-8 bytes of the documents' text (as :func:`text_bytes`)."""
+        total = 0
+        for d in docs:
+            row = self._row.get(id(d))
+            if row is not None and d.text is self._fields[row][1]:
+                total += self._text_bytes[row]
+                continue
+            known = self._new_text_bytes.get(id(d.text))
+            if known is None or known[0] is not d.text:  # a step's new text: measured once
+                known = self._new_text_bytes[id(d.text)] = (d.text, len(d.text.encode("utf-8", "surrogatepass")))
+            total += known[1]
+        return total
+
+    def table_of(self, docs: list[Document]) -> pa.Table:
+        """``to_table(docs)``: rows taken from the table where no field changed."""
+        rows = [self._read_row(d) for d in docs]
+        if self._same_as_read and all(r is not None and self._fields[r][:3] == (d.id, d.text, d.source) for r, d in zip(rows, docs)):
+            return self.table.take(pa.array(rows, pa.int64()))
+        meta = [self._meta_json[r] if r is not None else json.dumps(d.meta, ensure_ascii=False, sort_keys=True)
+                for r, d in zip(rows, docs)]
+        return pa.Table.from_pydict({"id": [d.id for d in docs], "text": [d.text for d in docs],
+                                     "source": [d.source for d in docs], "meta": meta}, schema=SCHEMA)

@@ -153,12 +153,14 @@ def _meta_json(columns: dict[str, pa.ChunkedArray], n: int) -> pa.Array | None:
 
 
 def jsonl_batches(shard: Shard, batch_size: int, parse_line: Callable, truncated: Callable,
-                  as_table: bool) -> Iterator[tuple]:
-    """Batches of a JSONL shard: ``(documents, rejects)`` with the line-by-line reader's exact
-    batching, or with ``as_table`` ``(pa.Table, rejects)`` per block. ``parse_line(shard, raw, line)``
-    and ``truncated(shard, line, error)`` are the line-by-line reader's own."""
+                  mode: str = "docs") -> Iterator[tuple]:
+    """Batches of a JSONL shard as ``(documents, rejects)``: with mode ``docs`` lists of Documents
+    batched exactly as the line-by-line reader batches them (``batch_size`` records, rejects
+    included); ``tables``: the same batches as ``pa.Table``; ``blocks``: one table per block read.
+    ``parse_line(shard, raw, line)`` and ``truncated(shard, line, error)`` are the line-by-line
+    reader's own."""
     parser = BlockParser(shard)
-    batch = _Batches(batch_size, as_table)
+    batch = _Batches(batch_size, mode)
     try:
         for first_line, block, ends in iter_blocks(shard):
             table = parser.parse(block, first_line, ends)
@@ -189,48 +191,71 @@ def _lines(block: bytes) -> list[bytes]:
 
 
 class _Batches:
-    """Groups documents and rejects the way the line-by-line reader does (a batch is full at
-    ``batch_size`` records), or, for tables, one batch per block."""
+    """Groups documents (and table slices) and rejects into batches: full at ``batch_size``
+    records (modes ``docs`` and ``tables``), or one per block (mode ``blocks``)."""
 
-    def __init__(self, batch_size: int, as_table: bool):
-        self.batch_size, self.as_table = batch_size, as_table
-        self.docs: list = []
+    def __init__(self, batch_size: int, mode: str):
+        if mode not in ("docs", "tables", "blocks"):
+            raise ValueError(f"unknown batch mode {mode!r}")
+        self.batch_size, self.mode = batch_size, mode
+        self.pieces: list = []  # Documents and pa.Table slices, in input order
+        self.n_docs = 0
         self.rejects: list = []
 
     def _full(self):
-        return len(self.docs) + len(self.rejects) >= self.batch_size
+        return self.n_docs + len(self.rejects) >= self.batch_size
 
     def _take(self):
-        docs = self.docs
-        if self.as_table:  # one block's table, or the documents of a block read line by line
-            docs = docs[0] if docs and isinstance(docs[0], pa.Table) else to_table(docs)
-        out = (docs, self.rejects)
-        self.docs, self.rejects = [], []
+        out = (_joined(self.pieces, as_table=self.mode != "docs"), self.rejects)
+        self.pieces, self.n_docs, self.rejects = [], 0, []
         return out
 
     def add(self, item) -> Iterator[tuple]:
-        (self.docs if isinstance(item, Document) else self.rejects).append(item)
-        if not self.as_table and self._full():
+        if isinstance(item, Document):
+            self.pieces.append(item)
+            self.n_docs += 1
+        else:
+            self.rejects.append(item)
+        if self.mode != "blocks" and self._full():
             yield self._take()
 
     def add_table(self, table: pa.Table) -> Iterator[tuple]:
-        if self.as_table:
+        if self.mode == "blocks":
             yield from self.flush_block()
-            self.docs.append(table)
+            self.pieces.append(table)
             yield self._take()
             return
-        docs = from_table(table)
-        while docs:
-            room = self.batch_size - len(self.docs) - len(self.rejects)
-            self.docs.extend(docs[:room])
-            docs = docs[room:]
+        pos = 0
+        while pos < table.num_rows:
+            piece = table.slice(pos, self.batch_size - self.n_docs - len(self.rejects))
+            self.pieces.append(piece)
+            self.n_docs += piece.num_rows
+            pos += piece.num_rows
             if self._full():
                 yield self._take()
 
     def flush_block(self) -> Iterator[tuple]:
-        if self.as_table and (self.docs or self.rejects):
+        if self.mode == "blocks" and (self.pieces or self.rejects):
             yield self._take()
 
     def finish(self) -> Iterator[tuple]:
-        if self.docs or self.rejects:
+        if self.pieces or self.rejects:
             yield self._take()
+
+
+def _joined(pieces: list, as_table: bool):
+    """Documents and table slices, in order, as one table or one list of Documents."""
+    if not as_table:
+        return [d for p in pieces for d in (from_table(p) if isinstance(p, pa.Table) else [p])]
+    tables, run = [], []
+    for p in pieces:
+        if isinstance(p, Document):
+            run.append(p)
+            continue
+        if run:
+            tables.append(to_table(run))
+            run = []
+        tables.append(p)
+    if run or not tables:
+        tables.append(to_table(run))
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables)

@@ -72,11 +72,15 @@ class _Batcher:
         return out
 
 
-def read_shard(shard: Shard, batch_size: int = 1000, as_table: bool = False) -> Iterator[tuple[list[Document], list[Reject]]]:
-    """Yield (documents, rejects) batches for one shard, in input order; with ``as_table`` the
-    documents come as a ``pa.Table`` in :data:`curate.record.SCHEMA`."""
+def read_shard(shard: Shard, batch_size: int = 1000, as_table: bool = False,
+               whole_blocks: bool = False) -> Iterator[tuple[list[Document], list[Reject]]]:
+    """Yield (documents, rejects) batches of ``batch_size`` records (default 1000, rejects
+    included) for one shard, in input order. ``as_table``: the documents come as a ``pa.Table``
+    in :data:`curate.record.SCHEMA`; ``whole_blocks`` (with ``as_table``): for fast JSONL, one
+    table per block read (about 8 MB) rather than per ``batch_size`` records."""
     if shard.format == "jsonl" and shard.spec.fast_jsonl:
-        yield from jsonl_batches(shard, batch_size, _jsonl_doc, _truncated, as_table)
+        mode = ("blocks" if whole_blocks else "tables") if as_table else "docs"
+        yield from jsonl_batches(shard, batch_size, _jsonl_doc, _truncated, mode)
         return
     for docs, rejects in _read_records(shard, batch_size):
         yield (to_table(docs) if as_table else docs), rejects

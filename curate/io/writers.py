@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate.basics.files import TMP_PREFIX, atomic_path
-from curate.record import SCHEMA, Document, Removed, to_table
+from curate.record import SCHEMA, Document, Removed, TableBatch, to_table
 
 # Row groups of data files: cut by these alone, whatever batches the rows arrive in, so that
 # the same rows give the same bytes (the fast JSONL path and the line-by-line one agree).
@@ -28,12 +28,14 @@ def write_jsonl(path: str | Path, rows: list[dict]) -> None:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def removed_table(removed: list[Removed]) -> pa.Table:
-    base = to_table([r.doc for r in removed])
+def removed_table(removed: list[Removed], batch: TableBatch | None = None) -> pa.Table:
+    """Removed documents in :data:`REMOVED_SCHEMA`; ``batch``: the table they were read as, if any."""
+    docs = [r.doc for r in removed]
+    base = batch.table_of(docs) if batch is not None else to_table(docs)
     return (
         base.append_column("step", pa.array([r.step for r in removed], pa.string()))
         .append_column("reason", pa.array([r.reason for r in removed], pa.string()))
-        .append_column("extra", pa.array([json.dumps(r.extra, sort_keys=True) for r in removed], pa.string()))
+        .append_column("extra", pa.array([json.dumps(r.extra, sort_keys=True) if r.extra else "{}" for r in removed], pa.string()))
     )
 
 

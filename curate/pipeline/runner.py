@@ -23,6 +23,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate import __version__
@@ -33,9 +34,10 @@ from curate.io.sources import Shard, fingerprint, plan_shards
 from curate.io.spool import split_shards
 from curate.io.writers import ShardWriter, remove_stale_tmp, removed_table, write_jsonl, write_parquet
 from curate.pipeline.config import PipelineConfig, load_config, segments
+from curate.pipeline.outdir import prepare_out_dir
 from curate.pipeline.executor import Executor, LocalExecutor, ThreadExecutor, report_progress
 from curate.pipeline.progress import Progress
-from curate.record import Document, from_table, text_bytes, to_table
+from curate.record import Document, TableBatch, from_table, text_bytes, to_table
 from curate.report.run_report import write_run_report
 
 _STEPS_CACHE: dict[str, list] = {}  # per worker process: config fingerprint -> set-up steps
@@ -47,6 +49,7 @@ def _worker_steps(cfg: PipelineConfig) -> list:
         steps = cfg.build_steps()
         for s in steps:
             s.setup()
+        pa.array([""])  # pyarrow imports pandas on its first pa.array (~0.4 s): part of a worker's set-up, not of its first batch
         _STEPS_CACHE.clear()
         _STEPS_CACHE[key] = steps
     return _STEPS_CACHE[key]
@@ -112,64 +115,34 @@ def make_executor(name: str = "local", workers: int | None = None, address: str 
 
 def run_task(task: dict) -> dict:
     """Run one segment of the pipeline on one shard. Top level so worker processes can import it."""
+    t_task = time.perf_counter()
     for name in task["step_modules"]:  # the modules that registered the driver's steps (any layer)
         importlib.import_module(name)
     cfg = load_config(task["config"])
     out, stage, shard = cfg.out_dir, task["stage"], Shard.from_dict(task["shard"])
     steps = _worker_steps(cfg)
+    t_setup = time.perf_counter() - t_task
     step_ids, barrier = segments(steps)[stage]
-    figures = {i: _StepFigures() for i in step_ids}
     for i in step_ids:
         steps[i].counters.clear()
-    removed_all, rejects = [], []
-    read = 0
-    # Nothing to run on this segment's documents: Arrow tables go from the reader to the writer.
-    arrow = stage == 0 and not step_ids and barrier is None and cfg.out_format == "parquet"
-
-    def batches():
-        nonlocal read
-        if stage == 0:
-            for docs, rej in read_shard(shard, cfg.batch_size, as_table=arrow):
-                read += len(docs) + len(rej)
-                rejects.extend(rej)
-                yield docs
-            return
-        prev_barrier = segments(steps)[stage - 1][1]
-        docs = from_table(pq.read_table(_stage_docs(out, stage - 1, shard.index)))
-        read = len(docs)
-        g = steps[prev_barrier]
-        t0 = time.perf_counter()
-        kept, removed = g.apply(docs, shard.index, _step_workdir(out, prev_barrier, g.name))
-        f = figures.setdefault(prev_barrier, _StepFigures())
-        f.seen, f.kept, f.seconds = len(docs), len(kept), time.perf_counter() - t0
-        f.bytes_in, f.bytes_kept = text_bytes(docs), text_bytes(kept)
-        f.count_removed(removed)
-        removed_all.extend(removed)
-        for i in range(0, len(kept), cfg.batch_size):
-            yield kept[i : i + cfg.batch_size]
-
+    seg = _Segment(steps, step_ids)
+    parquet = cfg.out_format == "parquet"
+    fast = stage == 0 and shard.format == "jsonl" and shard.spec.fast_jsonl and parquet and barrier is None
+    arrow = fast and not step_ids  # nothing to run: Arrow tables go from the reader to the writer
     writer = None if barrier is not None else ShardWriter(out / "data", f"part-{shard.index:05d}", cfg.max_shard_bytes, cfg.out_format)
     survivors: list[Document] = []
     try:
-        for docs in batches():
-            n_in, n_bytes = len(docs), text_bytes(docs) if step_ids else 0
-            for i in step_ids:
-                t0 = time.perf_counter()
-                figures[i].seen += len(docs)
-                docs, removed = steps[i].process(docs)
-                figures[i].seconds += time.perf_counter() - t0
-                figures[i].kept += len(docs)
-                figures[i].bytes_in += n_bytes
-                n_bytes = text_bytes(docs)
-                figures[i].bytes_kept += n_bytes
-                figures[i].count_removed(removed)
-                removed_all.extend(removed)
+        batches = _read_batches(shard, cfg.batch_size, seg, fast, arrow) if stage == 0 else _applied_batches(cfg, steps, stage, shard, seg)
+        for batch in batches:
+            n_in = batch.num_rows if arrow else len(batch.docs if isinstance(batch, TableBatch) else batch)
             if arrow:
-                writer.write_table(docs)
+                writer.write_table(batch)
+            elif isinstance(batch, TableBatch):
+                writer.write_table(batch.table_of(seg.run(batch.docs, batch)))
             elif writer is not None:
-                writer.write(docs)
+                writer.write(seg.run(batch))
             else:
-                survivors.extend(docs)
+                survivors.extend(seg.run(batch))
             report_progress(n_in)
         if barrier is not None:
             g = steps[barrier]
@@ -186,97 +159,82 @@ def run_task(task: dict) -> dict:
             writer.abort()
         raise
     for i in step_ids:
-        figures[i].counters.update(steps[i].counters)
-    if removed_all:
-        write_parquet(out / "removed" / f"stage{stage}-{shard.index:05d}.parquet", removed_table(removed_all))
-    if rejects:
-        write_jsonl(out / "rejects" / f"{shard.index:05d}.jsonl", [r.to_dict() for r in rejects])
+        seg.figures[i].counters.update(steps[i].counters)
+    if seg.removed:
+        write_parquet(out / "removed" / f"stage{stage}-{shard.index:05d}.parquet", pa.concat_tables(seg.removed).combine_chunks())
+    if seg.rejects:
+        write_jsonl(out / "rejects" / f"{shard.index:05d}.jsonl", [r.to_dict() for r in seg.rejects])
     result = {
-        "stage": stage, "shard": shard.index, "read": read, "rejected": len(rejects),
+        "stage": stage, "shard": shard.index, "read": seg.read, "rejected": len(seg.rejects),
         "written": sum(f["rows"] for f in files), "files": files,
-        "steps": {str(i): f.to_dict() for i, f in figures.items()},
+        "steps": {str(i): f.to_dict() for i, f in seg.figures.items()},
+        "seconds": round(time.perf_counter() - t_task, 4), "setup_seconds": round(t_setup, 4),
     }
     write_json(_marker(out, stage, shard.index), result)
     return result
 
 
-# Everything a run writes at the top of OUT: all that --overwrite may delete (report.html: the run report).
-RUN_OUTPUTS = ("_work", "data", "removed", "rejects", "stats.json", "manifest.json", "report.html")
+class _Segment:
+    """The steps of one segment run batch by batch over one shard, with their figures, the
+    removed documents (as Arrow tables) and the input's rejects."""
+
+    def __init__(self, steps: list, step_ids: list[int]):
+        self.steps, self.step_ids = steps, step_ids
+        self.figures = {i: _StepFigures() for i in step_ids}
+        self.removed: list[pa.Table] = []
+        self.rejects: list = []
+        self.read = 0
+
+    def run(self, docs: list[Document], batch: TableBatch | None = None) -> list[Document]:
+        """The documents every step kept; ``batch``: the table they were read as, if any."""
+        sizes = batch.text_bytes if batch is not None else text_bytes
+        n_bytes = sizes(docs) if self.step_ids else 0
+        removed_all = []
+        for i in self.step_ids:
+            f = self.figures[i]
+            t0 = time.perf_counter()
+            f.seen += len(docs)
+            docs, removed = self.steps[i].process(docs)
+            f.seconds += time.perf_counter() - t0
+            f.kept += len(docs)
+            f.bytes_in += n_bytes
+            n_bytes = sizes(docs)
+            f.bytes_kept += n_bytes
+            f.count_removed(removed)
+            removed_all.extend(removed)
+        self.add_removed(removed_all, batch)
+        return docs
+
+    def add_removed(self, removed: list, batch: TableBatch | None = None) -> None:
+        if removed:
+            self.removed.append(removed_table(removed, batch))
 
 
-def _check_out_dir(cfg: PipelineConfig, shards: list[Shard], overwrite: bool) -> None:
-    """Make OUT ready for this run (resuming, or emptied by ``overwrite``) and stamp it.
-    One-line CurateErrors: OUT is a file, holds or lies inside an input, holds another
-    config's run or files curate did not write, or its inputs changed since it began."""
+def _read_batches(shard: Shard, batch_size: int, seg: _Segment, fast: bool, arrow: bool):
+    """Stage 0's batches: lists of Documents, or, for fast JSONL into Parquet, TableBatches
+    (``arrow``: bare tables, one per block read)."""
+    for docs, rejects in read_shard(shard, batch_size, as_table=fast, whole_blocks=arrow):
+        seg.read += (docs.num_rows if fast else len(docs)) + len(rejects)
+        seg.rejects.extend(rejects)
+        yield docs if arrow or not fast else TableBatch(docs)
+
+
+def _applied_batches(cfg: PipelineConfig, steps: list, stage: int, shard: Shard, seg: _Segment):
+    """A later stage's batches: the previous stage's survivors, less what its global step removed."""
     out = cfg.out_dir
-    stamp = _work(out) / "config.json"
-    if out.exists() and not out.is_dir():
-        raise CurateError(f"output folder {out} is a file")
-    _refuse_input_overlap(out, cfg, shards)
-    if overwrite and out.exists():
-        stray = sorted(p.name for p in out.iterdir() if p.name not in RUN_OUTPUTS)
-        if stray:
-            raise CurateError(f"--overwrite: {out} holds files curate did not write ({', '.join(stray[:3])}); "
-                              "not deleting them: use another --out")
-        for name in RUN_OUTPUTS:
-            path = out / name
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    inputs = input_states(shards)
-    if stamp.exists():
-        old = json.loads(stamp.read_text())
-        if old.get("fingerprint") != cfg.fingerprint():
-            raise CurateError(f"{out} holds a run with a different config; use another --out or --overwrite")
-        changed = changed_input(old.get("inputs"), inputs)
-        if changed:
-            raise CurateError(f"input {changed} changed since the run in {out} began; use --overwrite to redo it")
-    elif out.exists() and any(out.iterdir()):
-        raise CurateError(f"{out} is not empty and holds no curate run; use another --out or --overwrite")
-    try:
-        write_json(stamp, {"fingerprint": cfg.fingerprint(), "config": cfg.raw, "inputs": inputs})
-    except OSError as e:
-        raise CurateError(f"cannot write to output folder {out}: {e.strerror or e}") from None
-
-
-def _refuse_input_overlap(out: Path, cfg: PipelineConfig, shards: list[Shard]) -> None:
-    """OUT must neither hold an input (an --overwrite would delete it) nor lie inside an
-    input folder (a rerun would read its own output)."""
-    out_abs = out.resolve()
-    for path in sorted({s.path for s in shards}):
-        p = Path(path).resolve()
-        if not p.exists():  # e.g. a Hugging Face hub dataset named by its id
-            continue
-        if out_abs == p or out_abs in p.parents:
-            raise CurateError(f"output folder {out} holds the input {path}; use another --out")
-        if p.is_dir() and p in out_abs.parents:
-            raise CurateError(f"output folder {out} is inside the input folder {path}; use another --out")
-    for spec in cfg.inputs:
-        p = Path(spec.path).resolve()
-        if p.is_dir() and (p == out_abs or p in out_abs.parents):
-            raise CurateError(f"output folder {out} is inside the input folder {spec.path}; use another --out")
-
-
-def input_states(shards: list[Shard]) -> dict[str, list[int]]:
-    """``{path: [bytes, mtime_ns]}`` of every input file (folders: totals over their files),
-    recorded when a run begins so that a resume notices a changed input."""
-    states = {}
-    for path in sorted({s.path for s in shards}):
-        p = Path(path)
-        if not p.exists():  # a hub dataset: nothing local to compare
-            continue
-        files = [f for f in p.rglob("*") if f.is_file()] if p.is_dir() else [p]
-        stats = [f.stat() for f in files]
-        states[path] = [sum(st.st_size for st in stats), max((st.st_mtime_ns for st in stats), default=0)]
-    return states
-
-
-def changed_input(old: dict | None, new: dict) -> str | None:
-    """The first input path that was added, removed or modified between two ``input_states``."""
-    if old is None:  # a run stamped before inputs were recorded
-        return None
-    for path in sorted(set(old) | set(new)):
-        if old.get(path) != new.get(path):
-            return path
-    return None
+    prev_barrier = segments(steps)[stage - 1][1]
+    docs = from_table(pq.read_table(_stage_docs(out, stage - 1, shard.index)))
+    seg.read = len(docs)
+    g = steps[prev_barrier]
+    t0 = time.perf_counter()
+    kept, removed = g.apply(docs, shard.index, _step_workdir(out, prev_barrier, g.name))
+    f = seg.figures.setdefault(prev_barrier, _StepFigures())
+    f.seen, f.kept, f.seconds = len(docs), len(kept), time.perf_counter() - t0
+    f.bytes_in, f.bytes_kept = text_bytes(docs), text_bytes(kept)
+    f.count_removed(removed)
+    seg.add_removed(removed)
+    for i in range(0, len(kept), cfg.batch_size):
+        yield kept[i : i + cfg.batch_size]
 
 
 def run_pipeline(config: str | Path | dict, out: str | Path | None = None, workers: int | None = None,
@@ -286,7 +244,7 @@ def run_pipeline(config: str | Path | dict, out: str | Path | None = None, worke
     cfg = load_config(config, out)
     out = cfg.out_dir
     shards = plan_shards(cfg.inputs)  # a missing input fails here, before OUT is touched
-    _check_out_dir(cfg, shards, overwrite)
+    prepare_out_dir(cfg, shards, overwrite)
     remove_stale_tmp(out)
     shards = split_shards(shards, _work(out) / "spool")  # big compressed files: zstd pieces, a shard each
     steps = cfg.build_steps()
@@ -354,8 +312,13 @@ def _aggregate(cfg, steps, shards, results, reduce_stats, seconds) -> dict:
                     "removed_by_lang": Counter(), "counters": Counter(), "seconds": 0.0, "bytes_in": 0, "bytes_kept": 0}
                 for i, s in enumerate(steps)}
     read = rejected = written = 0
+    task_seconds = setup_seconds = step_seconds = 0.0
     final_stage = len(segments(steps)) - 1
     for (stage, _), r in sorted(results.items()):
+        if "seconds" in r:  # a marker written before tasks were timed has none
+            task_seconds += r["seconds"]
+            setup_seconds += r["setup_seconds"]
+            step_seconds += sum(f["seconds"] for f in r["steps"].values())
         if stage == 0:
             read += r["read"]
             rejected += r["rejected"]
@@ -379,6 +342,10 @@ def _aggregate(cfg, steps, shards, results, reduce_stats, seconds) -> dict:
         "read": read, "written": written, "removed": removed, "rejected": rejected,
         "balanced": read == written + removed + rejected,
         "shards": len(shards), "seconds": round(seconds, 3),
+        # The tasks' time summed over workers: setting up steps (once per worker), running them, and the
+        # rest (io_seconds): reading, making Documents, writing kept and removed rows, bookkeeping.
+        "task_seconds": round(task_seconds, 3), "setup_seconds": round(setup_seconds, 3),
+        "io_seconds": round(task_seconds - setup_seconds - step_seconds, 3),
         "steps": [per_step[i] for i in range(len(steps))],
     }
 

@@ -114,31 +114,47 @@ def languages(out: Path) -> dict[str, Counter]:
 def removal_samples(out: Path, dedup_steps: set[str]) -> tuple[dict, dict]:
     """({(step, rule): {'thresholds': Counter, 'samples': [row]}}, {cluster_id: [removed rows]})
     with a few samples per rule and the first few dedup clusters. A first pass reads only
-    step, reason and extra; a second reads the text of the rows it picked."""
+    step, reason and extra (each distinct reason parsed once); a second reads the text of the
+    rows it picked."""
     rules: dict[tuple[str, str], dict] = {}
     clusters: dict[str, list[int]] = {}
     picks: set[int] = set()
     offset = 0
     for path in removed_files(out):
         for t in iter_tables(path, ["step", "reason", "extra"]):
-            for k, (step, reason, extra) in enumerate(zip(*(t[c].to_pylist() for c in ("step", "reason", "extra")))):
+            steps, reasons = t["step"].to_pylist(), t["reason"].to_pylist()
+            keys = {}  # (step, reason) -> that rule's entry
+            for (step, reason), n in Counter(zip(steps, reasons)).items():
                 parsed = parse_reason(reason)
-                entry = rules.setdefault((step, parsed["rule"]), {"thresholds": Counter(), "samples": []})
+                entry = keys[step, reason] = rules.setdefault((step, parsed["rule"]), {"thresholds": Counter(), "samples": []})
                 if parsed["threshold"] is not None:
-                    entry["thresholds"][f"{parsed['op']} {parsed['threshold']}"] += 1
-                cluster = json.loads(extra or "{}").get("cluster_id") if step in dedup_steps else None
-                in_cluster = cluster is not None and (str(cluster) in clusters or len(clusters) < CLUSTERS_SHOWN)
-                if in_cluster:
-                    clusters.setdefault(str(cluster), []).append(offset + k)
-                if len(entry["samples"]) < SAMPLES_PER_RULE:
-                    entry["samples"].append(offset + k)
-                if in_cluster or entry["samples"][-1:] == [offset + k]:
+                    entry["thresholds"][f"{parsed['op']} {parsed['threshold']}"] += n
+            cluster_of = _cluster_ids(t, dedup_steps)
+            for k, pair in enumerate(zip(steps, reasons)):
+                samples = keys[pair]["samples"]
+                if len(samples) < SAMPLES_PER_RULE:
+                    samples.append(offset + k)
+                    picks.add(offset + k)
+            for k, cluster in cluster_of:
+                if cluster in clusters or len(clusters) < CLUSTERS_SHOWN:
+                    clusters.setdefault(cluster, []).append(offset + k)
                     picks.add(offset + k)
             offset += t.num_rows
     rows = _picked_rows(out, picks)
     for entry in rules.values():
         entry["samples"] = [rows[i] for i in entry["samples"]]
     return rules, {c: [rows[i] for i in members] for c, members in clusters.items()}
+
+
+def _cluster_ids(t: pa.Table, dedup_steps: set[str]) -> list[tuple[int, str]]:
+    """(row, cluster id as text) of the dedup removals in a table of removed/ rows."""
+    is_dedup = pc.is_in(t["step"], value_set=pa.array(sorted(dedup_steps), pa.string()))
+    rows = pc.indices_nonzero(is_dedup).to_pylist()
+    if not rows:
+        return []
+    extras = t["extra"].take(pa.array(rows, pa.int64())).to_pylist()
+    found = [(k, json.loads(extra or "{}").get("cluster_id")) for k, extra in zip(rows, extras)]
+    return [(k, str(c)) for k, c in found if c is not None]
 
 
 def _picked_rows(out: Path, picks: set[int]) -> dict[int, dict]:

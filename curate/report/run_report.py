@@ -171,11 +171,14 @@ def _timing(stats: dict) -> str:
     steps = stats["steps"]
     if not steps:
         return f"<h2>Time per step</h2><p>No steps; the run took {stats['seconds']:.1f} s.</p>"
-    fig, ax = subplots(figsize=(7, 0.3 * len(steps) + 1))
-    ax.barh([s["step"] for s in steps], [s["seconds"] for s in steps], color="#888")
+    # Beside the steps: the tasks' set-up and their reading, writing and bookkeeping (older runs lack them).
+    extra = [(name, stats[key]) for name, key in (("(set-up)", "setup_seconds"), ("(read + write)", "io_seconds")) if key in stats]
+    fig, ax = subplots(figsize=(7, 0.3 * (len(steps) + len(extra)) + 1))
+    ax.barh([s["step"] for s in steps] + [n for n, _ in extra], [s["seconds"] for s in steps] + [v for _, v in extra], color="#888")
     ax.invert_yaxis()
     ax.set_xlabel("seconds (summed over workers)")
     rows = [[s["step"], s["seconds"], s["in"] / s["seconds"] if s["seconds"] else None] for s in steps]
+    rows += [[name, value, None] for name, value in extra]
     return (f"<h2>Time per step</h2><p>Whole run: {stats['seconds']:.1f} s wall.</p>" + png(fig)
             + table(["step", "seconds", "documents/s"], rows))
 
