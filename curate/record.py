@@ -100,8 +100,9 @@ class TableBatch:
         self._fields = [(d.id, d.text, d.source, tuple(d.meta.items())) for d in self.docs]
         self._meta_json = [m or "{}" for m in table["meta"].to_pylist()]
         self._same_as_read = not (table["source"].null_count or table["meta"].null_count)  # from_table fills nulls
-        self._text_bytes = pc.binary_length(table["text"]).to_pylist()
-        self._new_text_bytes: dict[int, tuple[str, int]] = {}  # id(text) -> (text, UTF-8 bytes), the text kept alive
+        lengths = pc.binary_length(table["text"]).to_pylist()
+        # id(text) -> (text, UTF-8 bytes); holding the text keeps its id from being reused
+        self._bytes = {id(f[1]): (f[1], n) for f, n in zip(self._fields, lengths)}
 
     def _read_row(self, doc: Document) -> int | None:
         """The row ``doc`` was read from, when a step may have replaced its text but left its meta
@@ -116,17 +117,13 @@ class TableBatch:
         return row
 
     def text_bytes(self, docs: list[Document]) -> int:
-        """Total UTF-8 bytes of the documents' text (as :func:`text_bytes`)."""
-        total = 0
+        """Total UTF-8 bytes of the documents' text (as :func:`text_bytes`); a text is measured once."""
+        known, total = self._bytes, 0
         for d in docs:
-            row = self._row.get(id(d))
-            if row is not None and d.text is self._fields[row][1]:
-                total += self._text_bytes[row]
-                continue
-            known = self._new_text_bytes.get(id(d.text))
-            if known is None or known[0] is not d.text:  # a step's new text: measured once
-                known = self._new_text_bytes[id(d.text)] = (d.text, len(d.text.encode("utf-8", "surrogatepass")))
-            total += known[1]
+            entry = known.get(id(d.text))
+            if entry is None or entry[0] is not d.text:  # a step's new text
+                entry = known[id(d.text)] = (d.text, len(d.text.encode("utf-8", "surrogatepass")))
+            total += entry[1]
         return total
 
     def table_of(self, docs: list[Document]) -> pa.Table:
