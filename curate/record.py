@@ -9,6 +9,8 @@ structure lives in ``meta`` (``meta["messages"]``, ``meta["chosen"]`` ...) and
 from __future__ import annotations
 
 import json
+import operator
+from itertools import repeat
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,7 +99,10 @@ class TableBatch:
         self.table = table
         self.docs = from_table(table)
         self._row = {id(d): i for i, d in enumerate(self.docs)}
-        self._fields = [(d.id, d.text, d.source, tuple(d.meta.items())) for d in self.docs]
+        self._fields = [(d.id, d.text, d.source) for d in self.docs]
+        # Each row's meta as read, when every value is immutable (else None: never reused).
+        self._meta_read = [(tuple(d.meta), tuple(d.meta.values())) if all(type(v) in _IMMUTABLE for v in d.meta.values()) else None
+                           for d in self.docs]
         self._meta_json = [m or "{}" for m in table["meta"].to_pylist()]
         self._same_as_read = not (table["source"].null_count or table["meta"].null_count)  # from_table fills nulls
         lengths = pc.binary_length(table["text"]).to_pylist()
@@ -106,13 +111,13 @@ class TableBatch:
 
     def _read_row(self, doc: Document) -> int | None:
         """The row ``doc`` was read from, when a step may have replaced its text but left its meta
-        as read; None for a new Document or a changed meta."""
+        as read (the same keys holding the very same values); None for a new Document or a changed meta."""
         row = self._row.get(id(doc))
-        if row is None:
+        if row is None or self._meta_read[row] is None:
             return None
-        items = self._fields[row][3]
+        keys, values = self._meta_read[row]
         meta = doc.meta
-        if len(meta) != len(items) or not all(type(v) in _IMMUTABLE and meta.get(k, _ABSENT) is v for k, v in items):
+        if len(meta) != len(keys) or not all(map(operator.is_, map(meta.get, keys, repeat(_ABSENT)), values)):
             return None
         return row
 
@@ -127,10 +132,17 @@ class TableBatch:
         return total
 
     def table_of(self, docs: list[Document]) -> pa.Table:
-        """``to_table(docs)``: rows taken from the table where no field changed."""
+        """``to_table(docs)``: id, source and meta taken from the table where no step changed
+        them, and the text column too when no text changed."""
         rows = [self._read_row(d) for d in docs]
-        if self._same_as_read and all(r is not None and self._fields[r][:3] == (d.id, d.text, d.source) for r, d in zip(rows, docs)):
-            return self.table.take(pa.array(rows, pa.int64()))
+        if self._same_as_read and all(r is not None and self._fields[r][0] == d.id and self._fields[r][2] == d.source
+                                      for r, d in zip(rows, docs)):
+            taken = pa.array(rows, pa.int64())
+            if all(self._fields[r][1] is d.text for r, d in zip(rows, docs)):
+                return self.table.take(taken)
+            kept = self.table.select(["id", "source", "meta"]).take(taken)
+            text = pa.array([d.text for d in docs], pa.string())
+            return pa.Table.from_arrays([kept["id"], text, kept["source"], kept["meta"]], schema=SCHEMA)
         meta = [self._meta_json[r] if r is not None else json.dumps(d.meta, ensure_ascii=False, sort_keys=True)
                 for r, d in zip(rows, docs)]
         return pa.Table.from_pydict({"id": [d.id for d in docs], "text": [d.text for d in docs],

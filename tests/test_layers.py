@@ -147,3 +147,15 @@ def test_cli_commands_name_only_cli_modules():
     from curate.cli import COMMANDS
 
     assert all(layer_of(module) == 5 for module, _, _ in COMMANDS.values())
+
+
+def test_run_command_and_workers_load_no_torch_or_matplotlib():
+    """`curate run` and its worker processes import only what a pipeline needs: torch (~3 s to
+    import) comes in only with a step that uses a model, matplotlib only when the report is drawn."""
+    import subprocess
+    import sys
+
+    code = ("import sys, curate.cli.pipeline, curate.pipeline.runner, curate.steps; "
+            "print(' '.join(m for m in ('torch', 'matplotlib', 'transformers', 'experiments') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout.strip()
+    assert loaded == ""

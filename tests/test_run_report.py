@@ -84,12 +84,17 @@ def test_report_is_escaped_self_contained_and_true(runs):
     assert not {"script", "iframe", "link", "object", "embed"} & p.tags
     assert not [k for k, _ in p.attrs if k.startswith("on")]
     srcs = [v for k, v in p.attrs if k in ("src", "href")]
-    assert len(srcs) == 5 and all(v.startswith("data:image/png;base64,") for v in srcs)
+    assert len(srcs) == 2 and all(v.startswith("data:image/png;base64,") for v in srcs)  # the score and cluster-size histograms
+    for section in ("funnel", "rules", "timing"):  # bar charts drawn as HTML, no image
+        assert '<table class="bars">' in page.split(f'<section id="{section}">')[1].split("</section>")[0]
 
     # figures against the outputs, read independently
     kept, removed = _docs(a, "data"), _docs(a, "removed")
     stats = json.loads((a / "stats.json").read_text())
     assert stats["written"] == len(kept) and stats["removed"] == len(removed)
+    last = stats["steps"][-1]["step"]  # its bar: documents kept at the end, against the documents read
+    assert (f'<tr><td>{last}</td><td class="bar"><div style="width:{100 * len(kept) / stats["read"]:.1f}%;'
+            in page.split('<section id="funnel">')[1])
     langs = pd.concat([kept["meta"], removed["meta"]]).map(lambda m: json.loads(m).get("lang"))
     en_total, en_kept = int((langs == "en").sum()), int((kept["meta"].map(lambda m: json.loads(m).get("lang")) == "en").sum())
     assert f"<tr><td>en</td><td>{en_total}</td><td>{en_kept}</td>" in page

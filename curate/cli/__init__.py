@@ -1,6 +1,6 @@
 """The `curate` command line: a thin click layer over the Python API, the top layer.
 
-One module per command area in this package (``pipeline``, ``dedup``, ``filters``, ``report``, ``train``,
+One module per command area in this package (``pipeline``, ``demo``, ``steps``, ``dedup``, ``filters``, ``report``, ``train``,
 ``reward``, ``ablate``, ``vendors``, ``compare``). :data:`COMMANDS` names each top-level command,
 the module defining it and its one-line help; a command's module is imported only when that
 command runs, so ``curate --version`` and ``curate --help`` load no torch, pyarrow or matplotlib.
@@ -19,8 +19,8 @@ from curate.basics.errors import CurateError
 # name -> (module, attribute, one-line help shown by `curate --help`)
 COMMANDS = {
     "run": ("curate.cli.pipeline", "run_cmd", "Run a pipeline config: read, filter, dedup, write shards."),
-    "demo": ("curate.cli.pipeline", "demo_cmd", "The whole story on the bundled sample (~3 min on 2 CPU cores)."),
-    "steps": ("curate.cli.pipeline", "steps_cmd", "List the pipeline steps a config can name."),
+    "demo": ("curate.cli.demo", "demo_cmd", "The whole story on the bundled sample (~3 min on 2 CPU cores)."),
+    "steps": ("curate.cli.steps", "steps_cmd", "List the pipeline steps a config can name."),
     "dedup": ("curate.cli.dedup", "dedup", "Exact + MinHash dedup of input files (and decontamination)."),
     "filter": ("curate.cli.filters", "filter_cmd", "Apply quality filters (Gopher, C4, FineWeb, ...) to input files."),
     "score": ("curate.cli.filters", "score_cmd", "Write language, quality or perplexity scores into meta."),

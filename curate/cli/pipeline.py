@@ -1,21 +1,16 @@
-"""`curate run` and `curate demo`."""
+"""`curate run`. (It loads no torch: `demo` and `steps`, which do, live in their own modules.)"""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from curate.basics.errors import CurateError
 from curate.dedup.base import id_warnings
-from curate.demo import run_demo
 from curate.pipeline.config import load_config
 from curate.pipeline.runner import make_executor
 from curate.pipeline.runner import run_pipeline
-from curate.pipeline.step import GlobalStep
-from experiments.steps import load_all_steps
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def print_summary(stats: dict, out: Path) -> None:
@@ -64,35 +59,3 @@ def run_cmd(config, out, workers, executor, address, overwrite, quiet):
                          executor=make_run_executor(executor, workers, address), overwrite=overwrite)
     if not quiet:
         print_summary(stats, load_config(config, out).out_dir)
-
-
-@click.command("demo")
-@click.option("--out", type=click.Path(file_okay=False), default="out/demo", show_default=True, help="Output folder.")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes (default: CPU count).")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
-def demo_cmd(out, workers, quiet):
-    """Run the whole story on the bundled sample in examples/data: clean and
-    deduplicate pretraining text, and write curated shards, stats and a report.
-
-    \b
-    Example:
-      curate demo --out out/demo
-    """
-    summary = run_demo(Path(out), workers=workers, quiet=quiet)
-    click.echo(json.dumps(summary, indent=2))
-
-
-@click.command("steps")
-def steps_cmd():
-    """List the steps a config can name, with the first line of each one's help.
-
-    \b
-    Example:
-      curate steps
-    """
-    registry = load_all_steps()
-    for name in sorted(registry):
-        cls = registry[name]
-        kind = "global" if issubclass(cls, GlobalStep) else "batch"
-        doc = (cls.__doc__ or "").strip().splitlines()
-        click.echo(f"{name:<22} {kind:<6} {doc[0] if doc else ''}")

@@ -1,6 +1,6 @@
 """Building blocks for self-contained HTML reports: one stylesheet, plots as inline
-PNG data URIs (matplotlib's Agg backend), tables whose every cell is escaped, and the
-page shell. No script and no external link anywhere.
+PNG data URIs (matplotlib's Agg backend), bar charts as plain HTML, tables whose every
+cell is escaped, and the page shell. No script and no external link anywhere.
 
 Used by the run report (:mod:`curate.report.run_report`), ``curate diff`` and the
 vendor / comparison reports in ``annotations``.
@@ -21,6 +21,8 @@ th:first-child, td:first-child, td.text { text-align: left; }
 pre { white-space: pre-wrap; background: #f6f6f6; padding: 6px; max-height: 16em; overflow: auto; }
 .error { color: #a00; } .warning { color: #a60; } .note { color: #666; }
 .pair { display: grid; grid-template-columns: 1fr 1fr; gap: 8px; }
+table.bars td { border: none; padding: 1px 6px; } table.bars th { border: none; }
+table.bars td.bar { width: 360px; } table.bars td.bar div { height: 13px; }
 """
 
 
@@ -45,6 +47,15 @@ def png(fig) -> str:
     if pyplot is not None:
         pyplot.close(fig)
     return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def bars(title: str, rows: list[tuple[str, float]], color: str = "#4a7bb7") -> str:
+    """A horizontal bar chart as an HTML table: a row per (label, value), bars scaled to the
+    largest value, the value beside each. No image: it needs no matplotlib (a second to import)."""
+    top = max((v for _, v in rows), default=0) or 1
+    body = "".join(f'<tr><td>{escape(label)}</td><td class="bar"><div style="width:{100 * max(v, 0) / top:.1f}%;'
+                   f'background:{color}"></div></td><td>{fmt(v)}</td></tr>' for label, v in rows)
+    return f'<table class="bars"><tr><th></th><th>{escape(title)}</th><th></th></tr>{body}</table>'
 
 
 def fmt(value: Any) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 from curate.basics.errors import CurateError
 from curate.basics.files import atomic_path
 from curate.report import collect
-from curate.report.html import page, png, subplots, table
+from curate.report.html import bars, page, png, subplots, table
 
 DEDUP_STEPS = {"exact_dedup", "minhash_dedup"}
 
@@ -27,23 +27,18 @@ def _mb(n: int) -> str:
 
 def _funnel(stats: dict) -> str:
     steps = stats["steps"]
-    labels = ["read", "parsed"] + [s["step"] for s in steps]
     parsed = stats["read"] - stats["rejected"]
-    docs = [stats["read"], parsed] + [s["kept"] for s in steps]
     rows = [["read (records)", stats["read"], None, None, None, None],
             ["rejected (unreadable)", parsed, stats["rejected"], None, None, None]]
     rows += [[s["step"], s["in"], s["removed"], s["kept"], _mb(s.get("bytes_in", 0)), _mb(s.get("bytes_kept", 0))] for s in steps]
     figure = ""
-    if steps:  # with no step the figure would only repeat the sentence above it (and drawing it costs ~0.15 s)
-        fig, axes = subplots(1, 2, figsize=(11, 0.35 * len(labels) + 1.2))
-        axes[0].barh(labels, docs, color="#4a7bb7")
-        axes[0].set_xlabel("documents remaining")
+    if steps:  # with no step the figure would only repeat the sentence above it
+        labels = ["read", "parsed"] + [s["step"] for s in steps]
+        docs = [stats["read"], parsed] + [s["kept"] for s in steps]
+        figure = bars("documents remaining", list(zip(labels, docs)))
         if steps[0].get("bytes_in"):
-            axes[1].barh(labels[1:], [steps[0]["bytes_in"] / 1e6] + [s["bytes_kept"] / 1e6 for s in steps], color="#7bb74a")
-        axes[1].set_xlabel("MB of text remaining")
-        for ax in axes:
-            ax.invert_yaxis()
-        figure = png(fig)
+            mb = [steps[0]["bytes_in"] / 1e6] + [s["bytes_kept"] / 1e6 for s in steps]
+            figure = f'<div class="pair">{figure}{bars("MB of text remaining", list(zip(labels[1:], mb)), "#7bb74a")}</div>'
     balance = "balanced" if stats["balanced"] else "NOT BALANCED"
     return (f"<h2>Funnel</h2><p>read {stats['read']} = written {stats['written']} + removed {stats['removed']}"
             f" + rejected {stats['rejected']} ({balance}), {stats['shards']} shard(s), {stats['seconds']:.1f} s.</p>"
@@ -59,11 +54,8 @@ def _rules(stats: dict, rules: dict, params: dict) -> str:
             rows.append([s["step"], rule, n, f"{n / max(s['in'], 1):.1%}", thresholds, json.dumps(params.get(s["step"], {}))])
     if not rows:
         return "<h2>Removals by rule</h2><p class=\"note\">No step removed anything.</p>"
-    fig, ax = subplots(figsize=(9, 0.3 * len(rows) + 1))
-    ax.barh([f"{r[0]}: {r[1]}" for r in rows], [r[2] for r in rows], color="#b74a4a")
-    ax.invert_yaxis()
-    ax.set_xlabel("documents removed")
-    return ("<h2>Removals by rule</h2>" + png(fig)
+    chart = bars("documents removed", [(f"{r[0]}: {r[1]}", r[2]) for r in rows], "#b74a4a")
+    return ("<h2>Removals by rule</h2>" + chart
             + table(["step", "rule", "removed", "of step input", "thresholds seen", "step settings"], rows))
 
 
@@ -173,13 +165,10 @@ def _timing(stats: dict) -> str:
         return f"<h2>Time per step</h2><p>No steps; the run took {stats['seconds']:.1f} s.</p>"
     # Beside the steps: the tasks' set-up and their reading, writing and bookkeeping (older runs lack them).
     extra = [(name, stats[key]) for name, key in (("(set-up)", "setup_seconds"), ("(read + write)", "io_seconds")) if key in stats]
-    fig, ax = subplots(figsize=(7, 0.3 * (len(steps) + len(extra)) + 1))
-    ax.barh([s["step"] for s in steps] + [n for n, _ in extra], [s["seconds"] for s in steps] + [v for _, v in extra], color="#888")
-    ax.invert_yaxis()
-    ax.set_xlabel("seconds (summed over workers)")
+    chart = bars("seconds (summed over workers)", [(s["step"], s["seconds"]) for s in steps] + extra, "#888")
     rows = [[s["step"], s["seconds"], s["in"] / s["seconds"] if s["seconds"] else None] for s in steps]
     rows += [[name, value, None] for name, value in extra]
-    return (f"<h2>Time per step</h2><p>Whole run: {stats['seconds']:.1f} s wall.</p>" + png(fig)
+    return (f"<h2>Time per step</h2><p>Whole run: {stats['seconds']:.1f} s wall.</p>" + chart
             + table(["step", "seconds", "documents/s"], rows))
 
 
