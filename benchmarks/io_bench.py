@@ -48,6 +48,14 @@ PYARROW = ("import sys, pyarrow.json as pj, pyarrow.parquet as pq; "
 FILTERS = ("gopher_quality", "gopher_repetition", "c4_quality", "fineweb_quality")
 
 
+def positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
@@ -69,9 +77,9 @@ def curate_run(tmp: Path, src: Path, name: str, steps: list, workers: int, shard
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mb", type=int, default=200)
-    ap.add_argument("--workers", type=int, default=os.cpu_count())
-    ap.add_argument("--repeat", type=int, default=3, help="best of this many runs, for the runs without filters")
+    ap.add_argument("--mb", type=positive, default=200)
+    ap.add_argument("--workers", type=positive, default=os.cpu_count())
+    ap.add_argument("--repeat", type=positive, default=3, help="best of this many runs, for the runs without filters")
     ap.add_argument("--no-filters", action="store_true", help="skip the (slow) run with the four heuristic filters")
     args = ap.parse_args()
     sample = ROOT.parent / "shared/data/pretrain/c4_demo.jsonl"

@@ -9,6 +9,21 @@ from curate.pipeline.runner import run_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# One kind of bad JSONL line each, with the reason the line-by-line reader gives: planted by the
+# rejects tests (test_runner, test_fast_jsonl) among real lines.
+BAD_LINES = [
+    (b'{"text": "unterminated', "malformed JSON"),
+    (b'{"text": "bad \xff\xfe bytes"}', "invalid UTF-8"),
+    (b'{"title": "no text field"}', "missing text field"),
+    (b'{"text": 42}', "text field 'text' is int"),
+    (b'{"text": null}', "text field 'text' is NoneType"),
+    (b'{"text": "   "}', "empty text"),
+    (b'{"text": "\\u2003\\u00a0"}', "empty text"),
+    (b'["a", "list"]', "record is a list"),
+    (b'{"text": "nul \x00 byte"}', "malformed JSON"),
+    (b"not json at all", "malformed JSON"),
+]
+
 
 def real_texts(n: int) -> list[str]:
     """The first ``n`` distinct texts of the bundled C4 sample (real web text)."""

@@ -13,20 +13,9 @@ import pytest
 from curate.io import fast_jsonl
 from curate.io.sources import InputSpec, plan_shards
 from curate.pipeline.runner import run_pipeline
+from reliability_helpers import BAD_LINES
 
 ROOT = Path(__file__).resolve().parents[1]
-BAD = [  # (raw line, reason the line-by-line reader gives)
-    (b'{"text": "unterminated', "malformed JSON"),
-    (b'{"text": "bad \xff\xfe bytes"}', "invalid UTF-8"),
-    (b'{"title": "no text field"}', "missing text field"),
-    (b'{"text": 42}', "text field 'text' is int"),
-    (b'{"text": null}', "text field 'text' is NoneType"),
-    (b'{"text": "   "}', "empty text"),
-    (b'{"text": "\\u2003\\u00a0"}', "empty text"),
-    (b'["a", "list"]', "record is a list"),
-    (b'{"text": "nul \x00 byte"}', "malformed JSON"),
-    (b"not json at all", "malformed JSON"),
-]
 
 
 def _files(out: Path) -> dict[str, str]:
@@ -65,7 +54,7 @@ def _mixed_file(path: Path, good: list[bytes], seed: int = 0) -> dict[int, str]:
     out, planted = [], {}
     for k, line in enumerate(good):
         if rng.random() < 0.15:
-            raw, reason = rng.choice(BAD)
+            raw, reason = rng.choice(BAD_LINES)
             out.append(raw)
             planted[len(out)] = reason
         if rng.random() < 0.05:
@@ -84,7 +73,7 @@ def test_same_output_and_rejects_on_mixed_bad_input(shared, tmp_path, monkeypatc
     good = (shared / "data/pretrain/c4_demo.jsonl").read_bytes().splitlines()
     src = tmp_path / "mixed.jsonl"
     planted = _mixed_file(src, good)
-    assert len(planted) > 30 and {r for r in planted.values()} >= {r for _, r in BAD}
+    assert len(planted) > 30 and {r for r in planted.values()} >= {r for _, r in BAD_LINES}
     assert _fast_blocks(src) >= 3
     for path in (src, tmp_path / "mixed.jsonl.gz"):
         if path.suffix == ".gz":

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from curate.pipeline.runner import run_pipeline
+from reliability_helpers import BAD_LINES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,17 +30,7 @@ def real_lines(shared, n=None):
 def make_fuzz_file(path: Path, good: list[str], seed: int = 0) -> dict[int, str]:
     """Interleave real lines with malformed ones; return {line number: expected reason prefix}."""
     rng = random.Random(seed)
-    bad_kinds = [
-        (b'{"text": "unterminated', "malformed JSON"),
-        (b'{"text": "bad \xff\xfe bytes"}', "invalid UTF-8"),
-        (b'{"title": "no text field"}', "missing text field"),
-        (b'{"text": 42}', "text field 'text' is int"),
-        (b'{"text": null}', "text field 'text' is NoneType"),
-        (b'{"text": "   "}', "empty text"),
-        (b'["a", "list"]', "record is a list"),
-        (b'{"text": "' + b"x" * 70_000 + b'"}', "record over 65536 bytes"),
-        (b"not json at all", "malformed JSON"),
-    ]
+    bad_kinds = BAD_LINES + [(b'{"text": "' + b"x" * 70_000 + b'"}', "record over 65536 bytes")]
     out, planted = [], {}
     for line in good:
         while rng.random() < 0.4:
